@@ -1,0 +1,5 @@
+import sys
+
+from madis_stereo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,26 @@
+"""Shared test helpers: fixture paths, small deterministic models and inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# The CroCo reference fixtures (see tests/fixtures/croco/README.md) are copied into the repository so that
+# a clean clone runs the parity tests; MADIS_FIXTURES may point at another copy (e.g. ../shared/fixtures).
+FIXTURES = Path(os.environ.get("MADIS_FIXTURES", Path(__file__).parent / "fixtures"))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def croco_dir() -> Path:
+    path = FIXTURES / "croco"
+    assert path.is_dir(), f"CroCo fixtures missing at {path}"
+    return path
