@@ -19,7 +19,7 @@ def _deterministic():
     yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def croco_dir() -> Path:
     path = FIXTURES / "croco"
     assert path.is_dir(), f"CroCo fixtures missing at {path}"

@@ -1,0 +1,129 @@
+"""Transformer building blocks: self/cross attention with 2D RoPE, MLP, encoder and decoder blocks.
+
+Attention runs through ``F.scaled_dot_product_attention``. When a module's ``hook`` is set (see
+``StereoModel.capture_attention``) it takes the explicit reference path instead, which also yields the
+softmax attention weights ``A = softmax(q k^T / sqrt(d))`` [B, heads, Nq, Nk] and hands them to the hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from madis_stereo.model.rope import apply_rope
+
+__all__ = ["Attention", "CrossAttention", "DecoderBlock", "EncoderBlock", "Mlp", "Rope", "attention"]
+
+# (cos, sin) tables broadcastable to [B, heads, N, head_dim].
+Rope = tuple[Tensor, Tensor]
+AttentionHook = Callable[[Tensor], None]
+
+LAYER_NORM_EPS = 1e-6
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, hook: AttentionHook | None = None) -> Tensor:
+    """Softmax attention on [B, heads, N, d] tensors; the explicit path reports weights to ``hook``."""
+    if hook is None:
+        return F.scaled_dot_product_attention(q, k, v)
+    weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
+    hook(weights)
+    return weights @ v
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    """[B, N, C] -> [B, heads, N, C // heads]."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    """[B, heads, N, d] -> [B, N, heads * d]."""
+    return x.transpose(1, 2).flatten(2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with 2D RoPE on queries and keys."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.hook: AttentionHook | None = None
+
+    def forward(self, x: Tensor, rope: Rope) -> Tensor:
+        """x: [B, N, C] -> [B, N, C]."""
+        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return self.proj(_merge_heads(attention(q, k, v, self.hook)))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from query tokens to memory tokens, RoPE on both sides."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.projq = nn.Linear(dim, dim, bias=qkv_bias)
+        self.projk = nn.Linear(dim, dim, bias=qkv_bias)
+        self.projv = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.hook: AttentionHook | None = None
+
+    def forward(self, x: Tensor, memory: Tensor, rope_x: Rope, rope_mem: Rope) -> Tensor:
+        """x: [B, Nq, C], memory: [B, Nk, C] -> [B, Nq, C]."""
+        q = apply_rope(_split_heads(self.projq(x), self.num_heads), *rope_x)
+        k = apply_rope(_split_heads(self.projk(memory), self.num_heads), *rope_mem)
+        v = _split_heads(self.projv(memory), self.num_heads)
+        return self.proj(_merge_heads(attention(q, k, v, self.hook)))
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm ViT block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, rope: Rope) -> Tensor:
+        x = x + self.attn(self.norm1(x), rope)
+        return x + self.mlp(self.norm2(x))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block: self-attention, cross-attention to the (normalised) memory, MLP."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, norm_mem: bool = True) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.cross_attn = CrossAttention(dim, num_heads)
+        self.norm3 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm_y = nn.LayerNorm(dim, eps=LAYER_NORM_EPS) if norm_mem else nn.Identity()
+
+    def forward(self, x: Tensor, memory: Tensor, rope_x: Rope, rope_mem: Rope) -> Tensor:
+        """x: query tokens [B, Nq, C]; memory: the other view's tokens [B, Nk, C] (not modified)."""
+        x = x + self.attn(self.norm1(x), rope_x)
+        x = x + self.cross_attn(self.norm2(x), self.norm_y(memory), rope_x, rope_mem)
+        return x + self.mlp(self.norm3(x))

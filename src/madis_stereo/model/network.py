@@ -1,0 +1,311 @@
+"""StereoModel: the CroCo-Stereo network (shared ViT encoder, cross-attention decoder, DPT head) with the
+masked forward used by MaDis-Stereo training.
+
+Shapes: images [B, 3, H, W] (ImageNet-normalised, H and W multiples of 32), tokens [B, N, C] with
+N = (H/16)(W/16) in row-major order, masks [B, N] bool (True = masked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from madis_stereo.config import ModelConfig
+from madis_stereo.errors import InputError
+from madis_stereo.model.blocks import LAYER_NORM_EPS, Attention, CrossAttention, DecoderBlock, EncoderBlock, Rope
+from madis_stereo.model.dpt import DPTHead
+from madis_stereo.model.masking import visible_index
+from madis_stereo.model.rope import RoPE2D
+
+__all__ = ["MaskedStereoOutput", "PairEncoding", "StereoModel", "StereoOutput", "check_pair", "patchify"]
+
+SIZE_MULTIPLE = 32
+
+
+@dataclass
+class StereoOutput:
+    """disparity [B, 1, H, W] (left-image pixels) and confidence [B, 1, H, W] (raw logit)."""
+
+    disparity: Tensor
+    confidence: Tensor
+
+
+@dataclass
+class MaskedStereoOutput:
+    """Masked forward: disparity/confidence of the left view and per-token patch reconstructions.
+
+    recon_left / recon_right: [B, N, patch*patch*3], layout (py, px, rgb); recon_right is None when the
+    right view was not masked.
+    """
+
+    disparity: Tensor
+    confidence: Tensor
+    recon_left: Tensor | None
+    recon_right: Tensor | None
+
+
+@dataclass
+class PairEncoding:
+    """Encoder outputs of a stereo pair (visible tokens only for a masked view).
+
+    left_hooks: the left view's encoder block outputs tapped by the DPT head (index -> [B, n, C]).
+    left / right: the final, normalised encoder outputs. keep_*: [B, n] visible-token indices or None.
+    """
+
+    left_hooks: dict[int, Tensor]
+    left: Tensor
+    right: Tensor
+    keep_left: Tensor | None
+    keep_right: Tensor | None
+    image_size: tuple[int, int]
+
+
+def check_pair(left: Tensor, right: Tensor, multiple: int = SIZE_MULTIPLE) -> None:
+    """Raise InputError unless left/right are float [B, 3, H, W] of one size with H, W multiples of ``multiple``."""
+    for name, img in (("left", left), ("right", right)):
+        if not isinstance(img, Tensor):
+            raise InputError(f"{name} image must be a torch.Tensor, got {type(img).__name__}")
+        if img.dim() != 4 or img.shape[1] != 3:
+            raise InputError(f"{name} image must have shape [B, 3, H, W], got {list(img.shape)}")
+        if not img.is_floating_point():
+            raise InputError(f"{name} image must be a normalised float tensor, got dtype {img.dtype}")
+    if left.shape != right.shape:
+        raise InputError(f"left and right images differ in size: {list(left.shape)} vs {list(right.shape)}")
+    h, w = left.shape[-2:]
+    if h % multiple or w % multiple:
+        raise InputError(
+            f"image size {h}x{w} is not a multiple of {multiple}; use tiled_predict/predict for arbitrary sizes"
+        )
+
+
+def patchify(images: Tensor, patch: int = 16) -> Tensor:
+    """[B, C, H, W] -> [B, N, patch*patch*C] with pixel layout (py, px, channel), tokens row-major."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+class PatchEmbed(nn.Module):
+    """Conv2d(3, dim, p, stride p): [B, 3, H, W] -> [B, (H/p)(W/p), dim]."""
+
+    def __init__(self, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class StereoModel(nn.Module):
+    """CroCo-Stereo / MaDis-Stereo network built from a :class:`ModelConfig`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.patch_embed = PatchEmbed(c.enc_embed_dim, c.patch_size)
+        self.enc_rope = RoPE2D(c.enc_embed_dim // c.enc_num_heads, c.rope_freq)
+        self.enc_blocks = nn.ModuleList(
+            EncoderBlock(c.enc_embed_dim, c.enc_num_heads, c.mlp_ratio) for _ in range(c.enc_depth)
+        )
+        self.enc_norm = nn.LayerNorm(c.enc_embed_dim, eps=LAYER_NORM_EPS)
+        self.decoder_embed = nn.Linear(c.enc_embed_dim, c.dec_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.dec_embed_dim))
+        self.dec_rope = RoPE2D(c.dec_embed_dim // c.dec_num_heads, c.rope_freq)
+        self.dec_blocks = nn.ModuleList(
+            DecoderBlock(c.dec_embed_dim, c.dec_num_heads, c.mlp_ratio, c.norm_mem) for _ in range(c.dec_depth)
+        )
+        self.dec_norm = nn.LayerNorm(c.dec_embed_dim, eps=LAYER_NORM_EPS)
+        self.hooks = c.hooks
+        dims_in = [c.enc_embed_dim if h < c.enc_depth else c.dec_embed_dim for h in self.hooks]
+        self.head = DPTHead(dims_in, c.dpt_layer_dims, c.dpt_feature_dim, c.dpt_last_dim, c.num_channels, c.patch_size)
+        self.recon_head = nn.Linear(c.dec_embed_dim, c.patch_size**2 * 3)
+        self.reset_parameters()
+
+    # ---------------------------------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """Xavier-uniform linears (zero bias), unit LayerNorms, mask token N(0, 0.02) (CroCo's scheme)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def grid(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        p = self.config.patch_size
+        return image_size[0] // p, image_size[1] // p
+
+    def _rope(self, rope: RoPE2D, grid: tuple[int, int], keep: Tensor | None, device: torch.device) -> Rope:
+        cos, sin = rope.tables(grid[0], grid[1], device)
+        if keep is None:
+            return cos[None, None], sin[None, None]
+        return RoPE2D.gather(cos, keep), RoPE2D.gather(sin, keep)
+
+    # --- encoder ---------------------------------------------------------------------------------
+    def forward_encoder(self, images: Tensor, keep: Tensor | None = None,
+                        taps: tuple[int, ...] = ()) -> tuple[Tensor, dict[int, Tensor]]:
+        """Encode [B, 3, H, W] (only the tokens ``keep`` [B, n] when given).
+
+        Returns the normalised final tokens [B, n, C] and the block outputs listed in ``taps``
+        (the last block's output is the normalised one, as in CroCo).
+        """
+        x = self.patch_embed(images)
+        if keep is not None:
+            x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
+        rope = self._rope(self.enc_rope, self.grid(images.shape[-2:]), keep, images.device)
+        tapped: dict[int, Tensor] = {}
+        last = len(self.enc_blocks) - 1
+        for i, block in enumerate(self.enc_blocks):
+            x = block(x, rope)
+            if i in taps and i != last:
+                tapped[i] = x
+        x = self.enc_norm(x)
+        if last in taps:
+            tapped[last] = x
+        return x, tapped
+
+    def encode(self, left: Tensor, right: Tensor, mask_left: Tensor | None = None,
+               mask_right: Tensor | None = None) -> PairEncoding:
+        """Encode a pair with the shared encoder (one batch when both views keep as many tokens)."""
+        check_pair(left, right)
+        n = self.num_tokens(left.shape[-2:])
+        keep_l = self._keep(mask_left, "mask_left", left.shape[0], n)
+        keep_r = self._keep(mask_right, "mask_right", left.shape[0], n)
+        taps = tuple(h for h in self.hooks if h < self.config.enc_depth)
+        same = (keep_l is None and keep_r is None) or (
+            keep_l is not None and keep_r is not None and keep_l.shape == keep_r.shape
+        )
+        if same:
+            keep = None if keep_l is None else torch.cat((keep_l, keep_r))
+            last, tapped = self.forward_encoder(torch.cat((left, right)), keep, taps)
+            out_l, out_r = last.chunk(2)
+            hooks_l = {i: t.chunk(2)[0] for i, t in tapped.items()}
+        else:
+            out_l, hooks_l = self.forward_encoder(left, keep_l, taps)
+            out_r, _ = self.forward_encoder(right, keep_r)
+        return PairEncoding(hooks_l, out_l, out_r, keep_l, keep_r, tuple(left.shape[-2:]))
+
+    def num_tokens(self, image_size: tuple[int, int]) -> int:
+        h, w = self.grid(image_size)
+        return h * w
+
+    @staticmethod
+    def _keep(mask: Tensor | None, name: str, batch: int, n: int) -> Tensor | None:
+        if mask is None:
+            return None
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            raise InputError(f"{name} must be a bool tensor (True = masked)")
+        if tuple(mask.shape) != (batch, n):
+            raise InputError(f"{name} has shape {list(mask.shape)}, expected [{batch}, {n}] (batch, tokens)")
+        return visible_index(mask)
+
+    # --- decoder ---------------------------------------------------------------------------------
+    def _full_tokens(self, tokens: Tensor, keep: Tensor | None, n: int, fill: Tensor) -> Tensor:
+        """Scatter visible tokens [B, n_vis, C] into a full sequence [B, n, C] whose other slots are ``fill``."""
+        if keep is None:
+            return tokens
+        full = fill.to(tokens.dtype).expand(tokens.shape[0], n, tokens.shape[-1])
+        return full.scatter(1, keep[..., None].expand(-1, -1, tokens.shape[-1]), tokens)
+
+    def _query(self, tokens: Tensor, keep: Tensor | None, n: int) -> Tensor:
+        """decoder_embed of the visible tokens, learned mask token at masked slots."""
+        return self._full_tokens(self.decoder_embed(tokens), keep, n, self.mask_token)
+
+    def _memory(self, tokens: Tensor, keep: Tensor | None, n: int) -> Tensor:
+        """decoder_embed of the other view with its masked slots zero in encoder space."""
+        return self.decoder_embed(self._full_tokens(tokens, keep, n, tokens.new_zeros(())))
+
+    def forward_decoder(self, query: Tensor, memory: Tensor, grid: tuple[int, int],
+                        taps: tuple[int, ...] = ()) -> tuple[Tensor, dict[int, Tensor]]:
+        """Run the decoder: query [B, N, D] attends to memory [B, N, D].
+
+        Returns the normalised final tokens and the block outputs listed in ``taps`` (0-based
+        decoder block indices; the last is the normalised output).
+        """
+        rope = self._rope(self.dec_rope, grid, None, query.device)
+        tapped: dict[int, Tensor] = {}
+        x = query
+        last = len(self.dec_blocks) - 1
+        for i, block in enumerate(self.dec_blocks):
+            x = block(x, memory, rope, rope)
+            if i in taps and i != last:
+                tapped[i] = x
+        x = self.dec_norm(x)
+        if last in taps:
+            tapped[last] = x
+        return x, tapped
+
+    def decode(self, enc: PairEncoding, reconstruct: bool = False, right_pass: bool = False) -> MaskedStereoOutput:
+        """Decoder passes and heads on an encoded pair.
+
+        The left pass (left queries, right memory) feeds the DPT head and, with ``reconstruct``, the left
+        reconstruction; ``right_pass`` adds the symmetric pass (batched with the left one) for the right
+        reconstruction.
+        """
+        grid = self.grid(enc.image_size)
+        n = grid[0] * grid[1]
+        batch = enc.left.shape[0]
+        query = self._query(enc.left, enc.keep_left, n)
+        memory = self._memory(enc.right, enc.keep_right, n)
+        if right_pass:
+            query = torch.cat((query, self._query(enc.right, enc.keep_right, n)))
+            memory = torch.cat((memory, self._memory(enc.left, enc.keep_left, n)))
+        enc_depth = self.config.enc_depth
+        taps = tuple(h - enc_depth for h in self.hooks if h >= enc_depth)
+        final, tapped = self.forward_decoder(query, memory, grid, taps)
+        tokens = []
+        for h in self.hooks:
+            if h < enc_depth:
+                t = enc.left_hooks[h]
+                tokens.append(self._full_tokens(t, enc.keep_left, n, t.new_zeros(())))
+            else:
+                tokens.append(tapped[h - enc_depth][:batch])
+        out = self.head(tokens, enc.image_size)
+        recon_left = recon_right = None
+        if reconstruct or right_pass:
+            recon = self.recon_head(final)
+            recon_left = recon[:batch] if reconstruct else None
+            recon_right = recon[batch:] if right_pass else None
+        return MaskedStereoOutput(out[:, 0:1], out[:, 1:2], recon_left, recon_right)
+
+    # --- public forwards -------------------------------------------------------------------------
+    def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
+        """Disparity and confidence of the left view: [B, 3, H, W] x 2 -> 2 x [B, 1, H, W]."""
+        out = self.decode(self.encode(left, right))
+        return StereoOutput(out.disparity, out.confidence)
+
+    def forward_masked(self, left: Tensor, right: Tensor, mask_left: Tensor,
+                       mask_right: Tensor | None = None) -> MaskedStereoOutput:
+        """Masked forward (MaDis student / CroCo pretraining).
+
+        Masked tokens are dropped before the encoder; the left decoder pass uses the mask token at the
+        left's masked slots and zeros (in encoder space) at the right's masked slots of the memory.
+        With ``mask_right`` a second pass reconstructs the right view. Encoder-layer DPT hooks see zeros
+        at masked slots (MaDis taps decoder layers only).
+        """
+        if mask_left is None:
+            raise InputError("forward_masked needs mask_left (use forward for unmasked input)")
+        enc = self.encode(left, right, mask_left, mask_right)
+        return self.decode(enc, reconstruct=True, right_pass=mask_right is not None)
+
+    @contextmanager
+    def capture_attention(self, fn: Callable[[str, Tensor], None]) -> Iterator[None]:
+        """Within the block, every attention layer calls ``fn(layer_name, weights [B, heads, Nq, Nk])``."""
+        layers = [(name, m) for name, m in self.named_modules() if isinstance(m, (Attention, CrossAttention))]
+        for name, module in layers:
+            module.hook = lambda w, _name=name: fn(_name, w)
+        try:
+            yield
+        finally:
+            for _, module in layers:
+                module.hook = None

@@ -1,0 +1,99 @@
+"""Tiled inference and the high-level predictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import madis_stereo as ms
+from madis_stereo.inference import tile_offsets, tile_weights
+
+
+def test_tile_offsets_follow_croco_formula():
+    assert tile_offsets(704, 704, 0.7) == [0]
+    # 1 + ceil((1242 - 704) / (0.3 * 704)) = 1 + ceil(2.547) = 4 windows, evenly spaced
+    assert tile_offsets(1242, 704, 0.7) == [0, 179, 359, 538]
+    assert tile_offsets(375, 352, 0.7) == [0, 23]
+    with pytest.raises(ms.InputError):
+        tile_offsets(100, 128, 0.7)
+
+
+def test_tile_weights_modes():
+    c = torch.tensor([-3.0, 0.0, 3.0])
+    w = tile_weights(c, "conf_expsigmoid_15_3")
+    assert torch.allclose(w, torch.exp(-30 * (torch.sigmoid(c / 3) - 0.5)))
+    assert torch.allclose(tile_weights(c, "conf_expbeta3"), torch.exp(-3 * c))
+    with pytest.raises(ValueError, match="unknown confidence mode"):
+        tile_weights(c, "bogus")
+
+
+class ConstantModel(torch.nn.Module):
+    """Predicts disparity = 10 px everywhere; records the window sizes it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, left, right):
+        self.seen.append(tuple(left.shape[-2:]))
+        b, _, h, w = left.shape
+        return ms.StereoOutput(torch.full((b, 1, h, w), 10.0), torch.zeros(b, 1, h, w))
+
+
+def test_small_images_upscaled_by_the_larger_ratio():
+    # 60 x 200 image, 64 x 128 window: the height is the binding side, factor 64/60 (CroCo would use 64/200
+    # and then fail to fit the window)
+    model = ConstantModel()
+    left = torch.zeros(1, 3, 60, 200)
+    disp, conf = ms.tiled_predict(model, left, left, crop=(64, 128), overlap=0.5)
+    assert disp.shape == (1, 1, 60, 200) and conf.shape == (1, 60, 200)
+    assert set(model.seen) == {(64, 128)}
+    upscaled_w = round(200 * 64 / 60)
+    assert torch.allclose(disp, torch.full_like(disp, 10.0 * 200 / upscaled_w), atol=1e-4)
+
+
+def test_blending_prefers_confident_tiles():
+    class TwoTiles(torch.nn.Module):
+        def forward(self, left, right):  # tile content tells which window we are in
+            b, _, h, w = left.shape
+            first = left[:, 0, 0, 0] < 0.5
+            disp = torch.where(first.view(b, 1, 1, 1), 1.0, 2.0).expand(b, 1, h, w)
+            # channel 1 is a log-scale of the error: lower = surer; the first window is the surer one
+            conf = torch.where(first.view(b, 1, 1, 1), -5.0, 5.0).expand(b, 1, h, w)
+            return ms.StereoOutput(disp, conf)
+
+    left = torch.zeros(1, 3, 32, 96)
+    left[:, 0, 0, 32] = 1.0  # marks the second window (x = 32..96) through its first pixel
+    disp, _ = ms.tiled_predict(TwoTiles(), left, left, crop=(32, 64), overlap=0.5)
+    overlap = disp[0, 0, :, 32:64]
+    assert torch.allclose(overlap, torch.ones_like(overlap), atol=1e-3)  # the sure tile's 1.0 wins
+    assert torch.allclose(disp[0, 0, :, :32], torch.ones(32, 32))
+    assert torch.allclose(disp[0, 0, :, 64:], torch.full((32, 32), 2.0))
+
+
+def test_predict_on_uint8_arrays_any_size():
+    model = ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128))).eval()
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 255, (70, 150, 3), dtype=np.uint8)
+    right = rng.integers(0, 255, (70, 150, 3), dtype=np.uint8)
+    pred = ms.predict(model, left, right)
+    assert pred.disparity.shape == (70, 150) and pred.disparity.dtype == np.float32
+    assert pred.confidence.shape == (70, 150)
+    gray = ms.predict(model, left.mean(2).astype(np.uint8), right.mean(2).astype(np.uint8))
+    assert gray.disparity.shape == (70, 150)
+    bf16 = ms.Predictor(model, precision="bf16")(left, right)
+    assert np.isfinite(bf16.disparity).all()
+    with pytest.raises(ms.InputError, match="differ in size"):
+        ms.predict(model, left, right[:, :140])
+    with pytest.raises(ms.InputError, match="precision"):
+        ms.Predictor(model, precision="fp8")
+
+
+def test_tiled_predict_input_errors():
+    model = ConstantModel()
+    x = torch.zeros(1, 3, 64, 128)
+    with pytest.raises(ms.InputError, match="differ in size"):
+        ms.tiled_predict(model, x, x[..., :100], crop=(64, 128))
+    with pytest.raises(ms.InputError, match="multiple of 32"):
+        ms.tiled_predict(model, x, x, crop=(60, 128))
