@@ -214,3 +214,13 @@ def test_random_masks_counts_and_independence():
     assert torch.equal(masks, again)
     with pytest.raises(ms.InputError):
         ms.random_masks(1, 10, 1.0)
+
+
+def test_training_forward_works_after_inference_mode_prediction():
+    # RoPE tables cached under inference_mode are inference tensors; a later autograd forward at the same grid
+    # (training after a validation pass) must not reuse them.
+    model = ms.StereoModel(ModelConfig.preset("tiny", crop=(64, 96)))
+    left, right = pair(b=1)
+    ms.tiled_predict(model, left, right, crop=(64, 96))
+    model(left, right).disparity.mean().backward()
+    assert model.patch_embed.proj.weight.grad is not None

@@ -46,7 +46,7 @@ class RoPE2D(nn.Module):
             raise ValueError(f"2D RoPE needs a head dim divisible by 4, got {head_dim}")
         self.head_dim = head_dim
         self.base = float(base)
-        self._cache: dict[tuple[int, int, str], tuple[Tensor, Tensor]] = {}
+        self._cache: dict[tuple[int, int, str, bool], tuple[Tensor, Tensor]] = {}
 
     def _axis_angles(self, length: int, device: torch.device) -> Tensor:
         half = self.head_dim // 2
@@ -55,7 +55,9 @@ class RoPE2D(nn.Module):
         return torch.cat((angles, angles), dim=-1)  # [length, half]
 
     def tables(self, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        key = (h, w, str(device))
+        # Tables made under inference_mode are inference tensors, which autograd refuses to save; keep them
+        # apart so that a validation pass (tiled_predict) cannot break the next training step.
+        key = (h, w, str(device), torch.is_inference_mode_enabled())
         cached = self._cache.get(key)
         if cached is not None and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             return cached
