@@ -1,0 +1,108 @@
+"""Process-group set-up for ``torchrun`` (NCCL on CUDA, gloo on CPU), collectives and a resumable sampler.
+
+A single process (no ``WORLD_SIZE`` from torchrun) runs as rank 0 of 1 without a process group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
+
+__all__ = ["DistEnv", "ResumableSampler", "all_reduce_sum", "barrier", "pick_device", "setup", "teardown"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: rank / world_size / local_rank and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """"auto" -> this process's CUDA device when available, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def setup(device_name: str = "auto") -> DistEnv:
+    """Join the torchrun process group when launched by torchrun (its RANK/WORLD_SIZE/LOCAL_RANK variables)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+        log.info("rank %d/%d joined the %s process group on %s", rank, world_size, backend, device)
+    return DistEnv(rank, world_size, local_rank, device)
+
+
+def teardown(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Sum over ranks (in place; identity for a single process)."""
+    if env.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (seeded shuffle per epoch, disjoint per rank) that can start inside an epoch.
+
+    ``set_position(epoch, start)`` skips this rank's first ``start`` indices of that epoch, so a resumed run
+    sees exactly the samples an uninterrupted run would.
+    """
+
+    def __init__(self, dataset: Dataset, env: DistEnv, seed: int, shuffle: bool = True) -> None:
+        super().__init__(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=shuffle, seed=seed,
+                         drop_last=True)
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+    @property
+    def epoch_length(self) -> int:
+        """Indices this rank sees in a full epoch."""
+        return self.num_samples

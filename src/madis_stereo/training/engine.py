@@ -1,0 +1,221 @@
+"""One optimiser step of MaDis-Stereo (or of the CroCo-Stereo baseline): losses, backward, update, EMA.
+
+MaDis step (METHOD.md section 2): masks for both views -> student ``forward_masked`` (left pass: disparity
+and left reconstruction; right pass: right reconstruction); the EMA teacher labels the unmasked pair;
+loss = w_gt L_gt + w_distill L_distill + w_rec (L_rec(left) + L_rec(right)). Baseline step: unmasked
+``forward`` and L_gt only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from madis_stereo.inference import normalize
+from madis_stereo.model.masking import random_masks
+from madis_stereo.model.network import MaskedStereoOutput, StereoModel, StereoOutput
+from madis_stereo.training.config import TrainConfig
+from madis_stereo.training.distributed import DistEnv, all_reduce_sum
+from madis_stereo.training.losses import (
+    LaplaceParams,
+    distillation_loss,
+    gt_loss,
+    reconstruction_loss,
+)
+from madis_stereo.training.schedule import build_optimizer, set_lr
+from madis_stereo.training.teacher import EMATeacher
+
+__all__ = ["AMP_DTYPES", "Engine", "StepResult", "StudentForward", "freeze_unused", "mask_generator"]
+
+log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# The coarsest DPT fusion block owns a residual unit for a skip input it never receives (CroCo keeps it so that
+# checkpoints map one-to-one). Frozen, so DDP needs no find_unused_parameters and AdamW never decays it.
+ALWAYS_UNUSED = ("head.fusion.3.rcu1.",)
+# The unmasked forward of the baseline uses neither the mask token nor the reconstruction head.
+BASELINE_UNUSED = ("mask_token", "recon_head.")
+
+
+def freeze_unused(model: StereoModel, masked: bool) -> list[str]:
+    """Set requires_grad=False on parameters the training forward never uses; return their names."""
+    prefixes = ALWAYS_UNUSED + (() if masked else BASELINE_UNUSED)
+    frozen = [n for n, p in model.named_parameters() if n.startswith(prefixes)]
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    return frozen
+
+
+def mask_generator(seed: int, rank: int, step: int, micro: int) -> torch.Generator:
+    """CPU generator seeded from (seed, rank, step, micro-batch): masks need no saved state to resume."""
+    state = np.random.SeedSequence([seed, rank, step, micro]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class StudentForward(nn.Module):
+    """The module DDP wraps, so that every training forward (masked or not) goes through DDP's hooks."""
+
+    def __init__(self, model: StereoModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, left: Tensor, right: Tensor, mask_left: Tensor | None = None,
+                mask_right: Tensor | None = None) -> StereoOutput | MaskedStereoOutput:
+        if mask_left is None:
+            return self.model(left, right)
+        return self.model.forward_masked(left, right, mask_left, mask_right)
+
+
+@dataclass
+class StepResult:
+    """Losses (mean over micro-batches and ranks), the learning rate used, whether the update was skipped."""
+
+    losses: dict[str, float]
+    lr: float
+    skipped: bool
+    grad_norm: float | None = None
+
+
+class Engine:
+    """Student, optional EMA teacher, optimiser and gradient scaler of one process.
+
+    The student is wrapped in DistributedDataParallel when ``env`` is distributed (DDP broadcasts rank 0's
+    weights, then the teacher copies them, so every rank starts, and stays, identical).
+    """
+
+    def __init__(self, model: StereoModel, cfg: TrainConfig, env: DistEnv) -> None:
+        self.cfg = cfg
+        self.env = env
+        self.masked = cfg.madis.enabled
+        self.model = model.to(env.device).train()
+        self.frozen = freeze_unused(self.model, self.masked)
+        self.net: nn.Module = StudentForward(self.model)
+        if env.distributed:
+            ids = [env.device.index] if env.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.net, device_ids=ids, gradient_as_bucket_view=True)
+        self.teacher = EMATeacher(self.model, cfg.teacher.momentum, cfg.teacher.scope) if self.masked else None
+        o = cfg.optim
+        self.optimizer = build_optimizer(self.model, o.lr, o.betas, o.weight_decay)
+        self.amp_dtype = AMP_DTYPES[o.amp]
+        if o.amp == "fp16" and env.device.type != "cuda":
+            raise ValueError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=o.amp == "fp16")
+        self.laplace = LaplaceParams(cfg.madis.laplace_a, cfg.madis.laplace_b)
+
+    # --- forward and losses -----------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.env.device.type, dtype=self.amp_dtype)
+
+    def prepare(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """uint8 images -> normalised float on the device; GT disparity [B, 1, H, W] float32."""
+        dev = self.env.device
+        left = normalize(batch["left"].to(dev, non_blocking=True))
+        right = normalize(batch["right"].to(dev, non_blocking=True))
+        return left, right, batch["disparity"].to(dev, non_blocking=True).float()
+
+    def losses(self, batch: dict[str, Any], step: int, micro: int = 0) -> dict[str, Tensor]:
+        """Named loss terms and their weighted sum ``loss`` for one micro-batch."""
+        left, right, gt = self.prepare(batch)
+        if not self.masked:
+            with self.autocast():
+                out = self.net(left, right)
+            loss = gt_loss(out.disparity.float(), out.confidence.float(), gt, self.laplace)
+            return {"loss": self.cfg.madis.weights.gt * loss, "gt": loss}
+        return self._madis_losses(left, right, gt, step, micro)
+
+    def _madis_losses(self, left: Tensor, right: Tensor, gt: Tensor, step: int, micro: int) -> dict[str, Tensor]:
+        batch = left.shape[0]
+        n = self.model.num_tokens(left.shape[-2:])
+        gen = mask_generator(self.cfg.run.seed, self.env.rank, step, micro)
+        masks = random_masks(2 * batch, n, self.cfg.madis.mask_ratio, gen).to(left.device)
+        mask_l, mask_r = masks[:batch], masks[batch:]
+        with self.autocast():
+            pseudo = self.teacher.pseudo_labels(left, right, self.model)
+            out = self.net(left, right, mask_l, mask_r)
+        d, c = out.disparity.float(), out.confidence.float()
+        p = self.model.config.patch_size
+        terms = {
+            "gt": gt_loss(d, c, gt, self.laplace),
+            "distill": distillation_loss(d, c, gt, pseudo.float(), self.laplace),
+            "recon_left": reconstruction_loss(out.recon_left, left, mask_l, p),
+            "recon_right": reconstruction_loss(out.recon_right, right, mask_r, p),
+        }
+        w = self.cfg.madis.weights
+        total = (w.gt * terms["gt"] + w.distill * terms["distill"] + w.recon_left * terms["recon_left"]
+                 + w.recon_right * terms["recon_right"])
+        return {"loss": total, **terms}
+
+    # --- one optimiser step -----------------------------------------------------------------------
+    def step(self, micro_batches: Sequence[dict[str, Any]], step: int, lr: float) -> StepResult:
+        """Accumulate gradients over ``micro_batches``, update (unless a loss is non-finite), update the EMA."""
+        set_lr(self.optimizer, lr)
+        self.net.train()
+        sums: dict[str, Tensor] = {}
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or not self.env.distributed else self.net.no_sync()
+            with sync:
+                terms = self.losses(batch, step, i)
+                self.scaler.scale(terms["loss"] / len(micro_batches)).backward()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value.detach().float()
+        losses = self._mean_over_ranks(sums, len(micro_batches))
+        if not math.isfinite(losses["loss"]):
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(losses, lr, skipped=True)
+        stepped, norm = self._update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if stepped and self.teacher is not None:
+            self.teacher.update(self.model)
+        return StepResult(losses, lr, skipped=not stepped, grad_norm=norm)
+
+    def _mean_over_ranks(self, sums: dict[str, Tensor], micro: int) -> dict[str, float]:
+        keys = list(sums)
+        packed = all_reduce_sum(torch.stack([sums[k] for k in keys]), self.env)
+        values = (packed / (micro * self.env.world_size)).tolist()
+        return dict(zip(keys, values))
+
+    def _update(self) -> tuple[bool, float | None]:
+        """Unscale, clip, optimiser step; False when the fp16 scaler found inf/NaN gradients and skipped."""
+        norm = None
+        if self.cfg.optim.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad))
+            if not math.isfinite(norm) and not self.scaler.is_enabled():
+                return False, norm
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return not (self.scaler.is_enabled() and self.scaler.get_scale() < scale), norm
+
+    # --- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser, scaler and teacher state (the student weights are saved as a checkpoint)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.teacher is not None:
+            if state.get("teacher") is None:
+                raise ValueError("the saved training state has no teacher (was it a baseline run?)")
+            self.teacher.load_state_dict(state["teacher"])

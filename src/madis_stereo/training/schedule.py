@@ -1,0 +1,55 @@
+"""Optimiser and learning-rate schedule (METHOD.md section 4).
+
+AdamW, no weight decay on biases, normalisation weights (every 1-D parameter) and the mask token; the
+learning rate rises linearly from 0 over the warm-up, then follows a half cosine to 0, set per optimiser step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["NO_DECAY_NAMES", "build_optimizer", "lr_at", "param_groups", "set_lr"]
+
+NO_DECAY_NAMES = ("mask_token",)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Learning rate of 0-based optimiser step ``step``.
+
+    Warm-up: base * step / warmup; then base * 0.5 * (1 + cos(pi * (step - warmup) / (total - warmup))).
+    """
+    if step < warmup_steps:
+        return base_lr * step / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decayed weights, and biases / 1-D norm weights / mask token without decay.
+
+    Parameters with ``requires_grad=False`` are left out.
+    """
+    decay, no_decay = [], []
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(".bias") or name.split(".")[-1] in NO_DECAY_NAMES:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over ``model``'s trainable parameters (groups from :func:`param_groups`)."""
+    return torch.optim.AdamW(param_groups(model.named_parameters(), weight_decay), lr=lr, betas=tuple(betas))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,280 @@
+"""The training loop: data order, schedule, logging, validation, checkpoints and exact resume.
+
+Run folder: ``config.yaml`` (resolved config), ``metrics.jsonl``, TensorBoard events,
+``ckpt_step{N}.safetensors`` (the last ``run.keep_last``), ``best.safetensors`` (best validation) and
+``train_state.pt`` (everything else needed to resume). Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from madis_stereo.checkpoint import load_model, load_weights, save_model
+from madis_stereo.config import ConfigError
+from madis_stereo.errors import CheckpointError
+from madis_stereo.fileio import atomic_write_bytes
+from madis_stereo.model.network import StereoModel
+from madis_stereo.training import distributed as D
+from madis_stereo.training import state as S
+from madis_stereo.training.config import TrainConfig
+from madis_stereo.training.data import build_train_dataset, build_val_dataset
+from madis_stereo.training.engine import Engine, StepResult
+from madis_stereo.training.runlog import RunLogger
+from madis_stereo.training.schedule import lr_at
+from madis_stereo.training.validation import validate
+
+__all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "TrainingError", "build_student", "train"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.yaml"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite steps); the message says why and what to try."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves: its folder, final step, last checkpoint, best validation and the engine."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    best: dict[str, Any] | None
+    engine: Engine
+
+
+def build_student(cfg: TrainConfig) -> StereoModel:
+    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``."""
+    init = cfg.model.init
+    if init is None:
+        return StereoModel(cfg.model.arch)
+    if init.startswith("<") or not init.strip():
+        raise ConfigError(f"model.init is not set ({init}); pass model.init=PATH to a CroCo v2 pretraining "
+                          "checkpoint or one of ours")
+    if not Path(init).is_file():
+        raise ConfigError(f"model.init: checkpoint not found: {init}")
+    model = load_model(init, config_overrides=cfg.model.arch.to_dict())
+    if model.config != cfg.model.arch:
+        raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
+    log.info("student initialised from %s", init)
+    return model.train()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Runs one training run in one process (one rank of a torchrun job)."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, env: D.DistEnv, train_dataset: Dataset,
+                 val_dataset: Dataset | None = None, resume: bool = False) -> None:
+        self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
+        self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        seed_everything(cfg.run.seed)
+        student = StereoModel(cfg.model.arch) if resume else build_student(cfg)
+        self.engine = Engine(student, cfg, env)
+        self.sampler = D.ResumableSampler(train_dataset, env, cfg.run.seed)
+        self.steps_per_epoch, self.total_steps, self.warmup_steps = self._plan()
+        self.step = self.epoch = self.position = self.nonfinite = 0
+        self.best: dict[str, Any] | None = None
+        self.last_val: dict[str, float] = {}
+        self.last_saved = -1
+        if resume:
+            self._resume()
+        self.logger = RunLogger(self.run_dir, env.is_main, self.step if resume else None)
+        if env.is_main:
+            atomic_write_bytes(self.run_dir / CONFIG_NAME, cfg.to_yaml().encode())
+
+    def _plan(self) -> tuple[int, int, int]:
+        o = self.cfg.optim
+        per_epoch = self.sampler.epoch_length // (o.batch_size * o.accum_steps)
+        if per_epoch < 1:
+            raise ConfigError(f"the training set ({len(self.train_dataset)} items) is smaller than one step "
+                              f"(batch_size {o.batch_size} x accum_steps {o.accum_steps} x {self.env.world_size} "
+                              "processes)")
+        total = o.max_steps if o.max_steps is not None else o.epochs * per_epoch
+        warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_epochs * per_epoch)
+        return per_epoch, total, min(warmup, total)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train to ``total_steps`` (validating and checkpointing on the way); return the result."""
+        log.info("training %d steps (%d per epoch, warm-up %d) in %s", self.total_steps, self.steps_per_epoch,
+                 self.warmup_steps, self.run_dir)
+        bar = _progress(self.total_steps, self.step, self.env.is_main)
+        try:
+            while self.step < self.total_steps:
+                for micro_batches in self._epoch_batches():
+                    self._train_step(micro_batches, bar)
+                    if self.step >= self.total_steps:
+                        break
+                if self.position >= self.steps_per_epoch:
+                    self.epoch, self.position = self.epoch + 1, 0
+            if self.last_saved != self.step:
+                self._checkpoint()
+        finally:
+            bar.close()
+            self.logger.close()
+        last = self.run_dir / S.checkpoint_name(self.step)
+        return TrainResult(self.run_dir, self.step, last if self.env.is_main else None, self.best, self.engine)
+
+    def _epoch_batches(self) -> Iterator[list[dict[str, Any]]]:
+        """Groups of ``accum_steps`` micro-batches for the rest of the current epoch."""
+        o = self.cfg.optim
+        self.sampler.set_position(self.epoch, self.position * o.batch_size * o.accum_steps)
+        if hasattr(self.train_dataset, "set_epoch"):
+            self.train_dataset.set_epoch(self.epoch)
+        loader = DataLoader(self.train_dataset, batch_size=o.batch_size, sampler=self.sampler, drop_last=True,
+                            num_workers=self.cfg.run.num_workers, pin_memory=self.env.device.type == "cuda")
+        batches = iter(loader)
+        for _ in range(self.steps_per_epoch - self.position):
+            yield [next(batches) for _ in range(o.accum_steps)]
+
+    def _train_step(self, micro_batches: list[dict[str, Any]], bar: Any) -> None:
+        start = time.perf_counter()
+        lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.cfg.optim.lr)
+        result = self.engine.step(micro_batches, self.step, lr)
+        self.step += 1
+        self.position += 1
+        self._record(result, time.perf_counter() - start, bar)
+        self._guard_nonfinite(result)
+        run = self.cfg.run
+        final = self.step >= self.total_steps
+        if self.val_dataset is not None and ((run.val_every and self.step % run.val_every == 0) or final):
+            self._validate()
+        if (run.ckpt_every and self.step % run.ckpt_every == 0) or final:
+            self._checkpoint()
+
+    def _record(self, result: StepResult, seconds: float, bar: Any) -> None:
+        record = {"kind": "train", "step": self.step, "epoch": self.epoch, "lr": result.lr, **result.losses,
+                  "time": seconds, "skipped": result.skipped}
+        if result.grad_norm is not None:
+            record["grad_norm"] = result.grad_norm
+        log_now = self.cfg.run.log_every and self.step % self.cfg.run.log_every == 0
+        self.logger.write(record, scalars=bool(log_now))
+        bar.update(1)
+        bar.set_postfix(loss=f"{result.losses['loss']:.4f}", s_per_step=f"{seconds:.2f}", refresh=False)
+        if log_now and self.env.is_main:
+            terms = " ".join(f"{k}={v:.4f}" for k, v in result.losses.items())
+            log.info("step %d/%d lr=%.3g %s (%.2f s/step)", self.step, self.total_steps, result.lr, terms, seconds)
+
+    def _guard_nonfinite(self, result: StepResult) -> None:
+        if not result.skipped:
+            return
+        self.nonfinite += 1
+        log.warning("step %d skipped: non-finite loss or gradients (%d so far)", self.step, self.nonfinite)
+        if self.nonfinite >= self.cfg.run.max_nonfinite:
+            raise TrainingError(
+                f"stopping at step {self.step}: {self.nonfinite} steps had non-finite losses or gradients "
+                f"(run.max_nonfinite={self.cfg.run.max_nonfinite}); try a lower optim.lr, optim.clip_grad, "
+                "or optim.amp=bf16 instead of fp16"
+            )
+
+    # --- validation and checkpoints ----------------------------------------------------------------
+    def _validate(self) -> None:
+        arch = self.cfg.model.arch
+        metrics = validate(self.engine.model, self.val_dataset, self.env, arch.crop, self.cfg.data.val_overlap,
+                           arch.conf_mode, self.engine.autocast())
+        self.last_val = metrics
+        self.logger.write({"kind": "val", "step": self.step, **metrics})
+        if self.env.is_main:
+            log.info("validation at step %d: %s", self.step, metrics)
+        key = self.cfg.run.best_metric
+        if key not in metrics:
+            return
+        if self.best is None or metrics[key] < self.best["value"]:
+            self.best = {"metric": key, "value": metrics[key], "step": self.step}
+            if self.env.is_main:
+                save_model(self.engine.model, self.run_dir / "best.safetensors", **self._provenance())
+
+    def _provenance(self) -> dict[str, Any]:
+        return {"recipe": "madis" if self.cfg.madis.enabled else "croco_stereo_baseline", "steps": self.step,
+                "epoch": self.epoch, "dataset": list(self.cfg.data.train), "metrics": self.last_val,
+                "train_config": self.cfg.to_dict()}
+
+    def _checkpoint(self) -> None:
+        """Student checkpoint, then train_state.pt pointing at it, then rotation (crash-safe order)."""
+        self.last_saved = self.step
+        if not self.env.is_main:
+            return
+        name = S.checkpoint_name(self.step)
+        save_model(self.engine.model, self.run_dir / name, **self._provenance())
+        state = {"version": 1, "step": self.step, "epoch": self.epoch, "position": self.position,
+                 "checkpoint": name, "engine": self.engine.state_dict(), "rng": S.capture_rng(),
+                 "best": self.best, "nonfinite": self.nonfinite, "world_size": self.env.world_size}
+        S.save_train_state(self.run_dir / S.STATE_NAME, state)
+        S.rotate_checkpoints(self.run_dir, self.cfg.run.keep_last, protect=name)
+
+    def _resume(self) -> None:
+        state = S.load_train_state(self.run_dir / S.STATE_NAME)
+        from safetensors.torch import load_file
+
+        ckpt = self.run_dir / state["checkpoint"]
+        load_weights(self.engine.model, load_file(str(ckpt)), str(ckpt))
+        self.engine.load_state_dict(state["engine"])
+        S.restore_rng(state["rng"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.best, self.nonfinite, self.last_saved = state["best"], state["nonfinite"], state["step"]
+        if state["world_size"] != self.env.world_size:
+            log.warning("resuming a %d-process run with %d processes: the data order after step %d differs",
+                        state["world_size"], self.env.world_size, self.step)
+        if self.env.is_main:
+            S.remove_stale_temp_files(self.run_dir)
+        log.info("resumed %s at step %d (epoch %d)", self.run_dir, self.step, self.epoch)
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=None if enabled else True, desc="train", unit="step",
+                dynamic_ncols=True)
+
+
+def prepare_run_dir(cfg: TrainConfig, out_dir: str | Path | None, resume: bool) -> Path:
+    """The run folder: must hold a run to resume, and must not hold one to start afresh."""
+    chosen = out_dir if out_dir is not None else cfg.run.out_dir
+    if chosen is None:
+        raise ConfigError("no run folder: pass --out DIR or set run.out_dir")
+    run_dir = Path(chosen)
+    has_state = (run_dir / S.STATE_NAME).is_file()
+    if resume and not has_state:
+        raise CheckpointError(f"cannot resume: {run_dir / S.STATE_NAME} not found")
+    if not resume and has_state:
+        raise ConfigError(f"{run_dir} already holds a training run; resume it with --resume {run_dir} "
+                          "or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
+          train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> TrainResult:
+    """Train per ``cfg`` in this process (one rank under torchrun); datasets default to the ``data`` section.
+
+    ``resume``: continue the run in ``out_dir`` (or ``run.out_dir``) from its ``train_state.pt``.
+    """
+    env = D.setup(cfg.run.device)
+    try:
+        run_dir = prepare_run_dir(cfg, out_dir, resume)
+        if train_dataset is None:
+            train_dataset = build_train_dataset(cfg.data, cfg.model.arch.crop, cfg.run.seed)
+        if val_dataset is None:
+            val_dataset = build_val_dataset(cfg.data)
+        trainer = Trainer(cfg, run_dir, env, train_dataset, val_dataset, resume=resume)
+        return trainer.fit()
+    finally:
+        D.teardown(env)

@@ -1,0 +1,132 @@
+"""TrainConfig: strict loading, overrides, round trip, recipes, schedule and the ``train`` CLI's errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import madis_stereo as ms
+from madis_stereo.config import ConfigError
+from madis_stereo.training import build_student, load_train_config
+from madis_stereo.training.config import TrainConfig
+from madis_stereo.training.schedule import lr_at, param_groups
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+RECIPES = ("tiny_synthetic", "madis_vitb_basedec", "croco_stereo_baseline_vitb")
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "madis_stereo.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipes_load_and_round_trip(name):
+    import yaml
+
+    cfg = load_train_config(CONFIGS / f"{name}.yaml")
+    assert TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+def test_paper_recipe_values():
+    cfg = load_train_config(CONFIGS / "madis_vitb_basedec.yaml")
+    arch = cfg.model.arch
+    assert (arch.enc_embed_dim, arch.enc_depth, arch.dec_embed_dim, arch.dec_depth) == (768, 12, 768, 12)
+    assert arch.hooks == (13, 16, 19, 23) and arch.crop == (352, 704)
+    assert cfg.madis.enabled and cfg.madis.mask_ratio == 0.4 and cfg.teacher.momentum == 0.9999
+    o = cfg.optim
+    assert (o.lr, o.betas, o.weight_decay, o.batch_size, o.epochs, o.warmup_epochs) == (
+        3e-5, (0.9, 0.95), 0.05, 6, 32, 1.0)
+    baseline = load_train_config(CONFIGS / "croco_stereo_baseline_vitb.yaml")
+    assert not baseline.madis.enabled and baseline.model.arch.hooks == (11, 15, 19, 23)
+
+
+def test_overrides_and_unknown_keys():
+    cfg = load_train_config(CONFIGS / "tiny_synthetic.yaml", ["optim.lr=1e-3", "model.dec_depth=2",
+                                                                "model.dpt_hooks=[2,3,4,5]", "teacher.scope=encoder"])
+    assert cfg.optim.lr == 1e-3 and cfg.model.arch.dec_depth == 2 and cfg.teacher.scope == "encoder"
+    for bad, name in (("optim.lrr=1", "'optim.lrr'"), ("model.enc_dept=3", "'model.enc_dept'"),
+                      ("madis.weights.recon=2", "'madis.weights.recon'"), ("bogus=1", "'bogus'")):
+        with pytest.raises(ConfigError, match=name):
+            load_train_config(CONFIGS / "tiny_synthetic.yaml", [bad])
+    for bad, message in (("optim.amp=fp8", "amp must be"), ("teacher.scope=decoder", "scope must be"),
+                         ("madis.mask_ratio=1.0", "mask_ratio"), ("optim.lr=fast", "optim.lr: expected a number")):
+        with pytest.raises(ConfigError, match=message):
+            load_train_config(CONFIGS / "tiny_synthetic.yaml", [bad])
+
+
+def test_placeholder_init_fails_clearly(tmp_path):
+    cfg = load_train_config(CONFIGS / "madis_vitb_basedec.yaml")
+    with pytest.raises(ConfigError, match="model.init is not set"):
+        build_student(cfg)
+    cfg = load_train_config(CONFIGS / "madis_vitb_basedec.yaml", [f"model.init={tmp_path / 'missing.pth'}"])
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        build_student(cfg)
+
+
+def test_init_from_croco_pretraining_and_from_ours(croco_dir, tmp_path):
+    import json
+
+    kwargs = json.loads((croco_dir / "croco_pretrain_tiny.json").read_text())["croco_kwargs"]
+    model = {k: kwargs[k] for k in ("enc_embed_dim", "enc_depth", "enc_num_heads", "dec_embed_dim", "dec_depth",
+                                    "dec_num_heads")}
+    model.update(init=str(croco_dir / "croco_pretrain_tiny.pth"), dpt_hooks=[kwargs["enc_depth"]] * 4)
+    cfg = load_train_config({"model": model, "data": {"train": [{"name": "synthetic"}]}})
+    student = build_student(cfg)
+    reference = ms.load_model(croco_dir / "croco_pretrain_tiny.pth", config_overrides=cfg.model.arch.to_dict())
+    assert torch.equal(student.enc_blocks[0].attn.qkv.weight, reference.enc_blocks[0].attn.qkv.weight)
+    ms.save_model(student, tmp_path / "ours.safetensors")
+    again = build_student(load_train_config({**cfg.to_dict(), "model": {**cfg.to_dict()["model"],
+                                                                         "init": str(tmp_path / "ours.safetensors")}}))
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), again.state_dict().values()))
+    wrong = {**cfg.to_dict()["model"], "init": str(tmp_path / "ours.safetensors"), "dec_embed_dim": 64,
+             "dec_num_heads": 4}
+    with pytest.raises(ms.CheckpointError):
+        build_student(load_train_config({"model": wrong, "data": {"train": [{"name": "synthetic"}]}}))
+
+
+def test_warmup_then_half_cosine():
+    base = 3e-5
+    assert lr_at(0, 100, 10, base) == 0.0
+    assert lr_at(5, 100, 10, base) == pytest.approx(base / 2)
+    assert lr_at(10, 100, 10, base) == pytest.approx(base)
+    assert lr_at(55, 100, 10, base) == pytest.approx(base / 2)  # halfway through the cosine
+    assert lr_at(99, 100, 10, base) == pytest.approx(base * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert lr_at(100, 100, 10, base) == pytest.approx(0.0, abs=1e-20)
+    assert lr_at(0, 100, 0, base) == base
+
+
+def test_no_weight_decay_on_biases_norms_and_mask_token():
+    model = ms.StereoModel(ms.ModelConfig.preset("tiny"))
+    model.head.fusion[3].rcu1.requires_grad_(False)
+    decay, no_decay = param_groups(model.named_parameters(), 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain = {names[id(p)] for p in no_decay["params"]}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "mask_token" in plain and "enc_blocks.0.norm1.weight" in plain and "head.out.4.bias" in plain
+    assert "enc_blocks.0.attn.qkv.weight" in decayed and "head.layer_rn.0.weight" in decayed
+    assert all(p.ndim > 1 for p in decay["params"])
+    assert not any(n.startswith("head.fusion.3.rcu1") for n in plain | decayed)  # frozen: left out
+
+
+def test_cli_rejects_unknown_key_by_name():
+    out = cli("train", str(CONFIGS / "tiny_synthetic.yaml"), "optim.lrr=1", "--out", "unused")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'optim.lrr'" in lines[0], out.stderr
+
+
+def test_cli_needs_a_config_or_resume(tmp_path):
+    out = cli("train")
+    assert out.returncode == 2 and "CONFIG.yaml" in out.stderr
+    out = cli("train", "--resume", str(tmp_path))
+    assert out.returncode == 2 and "config.yaml" in out.stderr

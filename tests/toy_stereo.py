@@ -1,0 +1,103 @@
+"""A tiny stereo dataset for training tests (test-only; the library's data package provides the real ones).
+
+Each item is a blocky random texture seen by two cameras: ``right[x] = left[x + d]`` for a per-item integer
+disparity ``d``, so the left image's pixels at x < d have no match (their GT is +inf), and so has a random
+rectangle (GT holes, as in real datasets). Deterministic from (seed, epoch, index), like ``TrainingDataset``.
+
+Run as a script it is a training entry point with these datasets (also under torchrun):
+``python tests/toy_stereo.py CONFIG.yaml [key=value ...] --out DIR [--resume] [--dump DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+
+class ToyStereo(Dataset):
+    """Items ``{"left", "right": uint8 [3, H, W], "disparity": float32 [1, H, W], "name"}``.
+
+    ``layout="hwc"`` gives numpy HxWx3 images and HxW disparity instead (the raw dataset format).
+    """
+
+    def __init__(self, length: int = 16, size: tuple[int, int] = (64, 128), max_disparity: int = 12,
+                 seed: int = 0, layout: str = "chw") -> None:
+        self.length, self.size, self.max_disparity, self.seed, self.layout = length, size, max_disparity, seed, layout
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        h, w = self.size
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + index)
+        d = int(torch.randint(1, self.max_disparity + 1, (1,), generator=g))
+        big = w + 2 * self.max_disparity
+        coarse = torch.randint(0, 256, (3, h // 4, big // 4 + 1), generator=g, dtype=torch.uint8)
+        texture = coarse.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, :h, :big]
+        left = texture[:, :, self.max_disparity : self.max_disparity + w]
+        right = texture[:, :, self.max_disparity + d : self.max_disparity + d + w]
+        disp = torch.full((1, h, w), float(d))
+        disp[:, :, :d] = float("inf")
+        y0, x0 = int(torch.randint(0, h - 8, (1,), generator=g)), int(torch.randint(d, w - 8, (1,), generator=g))
+        disp[:, y0 : y0 + 8, x0 : x0 + 8] = float("inf")
+        item = {"left": left.contiguous(), "right": right.contiguous(), "disparity": disp, "name": f"toy{index}"}
+        if self.layout == "hwc":
+            item = {"left": left.permute(1, 2, 0).numpy(), "right": right.permute(1, 2, 0).numpy(),
+                    "disparity": disp[0].numpy(), "name": item["name"]}
+        return item
+
+
+def toy_config(**sections) -> dict:
+    """A tiny MaDis recipe dict (64x128 crop, batch 2) with section-wise overrides."""
+    cfg = {
+        "model": {"preset": "tiny", "crop": [64, 128], "dpt_hooks": [4, 5, 6, 7]},
+        "data": {"train": [{"name": "toy"}]},
+        "madis": {"enabled": True, "mask_ratio": 0.4},
+        "teacher": {"scope": "full", "momentum": 0.9},
+        "optim": {"lr": 3e-4, "batch_size": 2, "max_steps": 12, "warmup_steps": 2},
+        "run": {"seed": 0, "log_every": 1, "ckpt_every": 4, "keep_last": 2, "num_workers": 0, "device": "cpu"},
+    }
+    for name, values in sections.items():
+        cfg[name] = {**cfg.get(name, {}), **values}
+    return cfg
+
+
+def main(argv: list[str]) -> int:
+    from madis_stereo.training import load_train_config, train
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--dump", help="write each rank's final student and teacher weights here")
+    parser.add_argument("--length", type=int, default=16)
+    args = parser.parse_args(argv)
+    cfg = load_train_config(args.config, args.overrides)
+    size = tuple(cfg.model.arch.crop)
+    result = train(cfg, out_dir=args.out, resume=args.resume, train_dataset=ToyStereo(args.length, size))
+    if args.dump:
+        rank = int(torch.distributed.get_rank()) if torch.distributed.is_initialized() else _env_rank()
+        teacher = result.engine.teacher.state_dict() if result.engine.teacher is not None else {}
+        student = {k: v.detach().cpu() for k, v in result.engine.model.state_dict().items()}
+        Path(args.dump).mkdir(parents=True, exist_ok=True)
+        torch.save({"student": student, "teacher": teacher}, Path(args.dump) / f"rank{rank}.pt")
+    return 0
+
+
+def _env_rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
