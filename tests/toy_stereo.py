@@ -71,8 +71,11 @@ def toy_config(**sections) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    import logging
+
     from madis_stereo.training import load_train_config, train
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser()
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*")

@@ -34,7 +34,7 @@ from madis_stereo.training.losses import (
 from madis_stereo.training.schedule import build_optimizer, set_lr
 from madis_stereo.training.teacher import EMATeacher
 
-__all__ = ["AMP_DTYPES", "Engine", "StepResult", "StudentForward", "freeze_unused", "mask_generator"]
+__all__ = ["AMP_DTYPES", "Engine", "StepResult", "StudentForward", "freeze_unused", "mask_generator", "step_masks"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,12 @@ def mask_generator(seed: int, rank: int, step: int, micro: int) -> torch.Generat
     """CPU generator seeded from (seed, rank, step, micro-batch): masks need no saved state to resume."""
     state = np.random.SeedSequence([seed, rank, step, micro]).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def step_masks(generator: torch.Generator, batch: int, num_tokens: int, ratio: float) -> tuple[Tensor, Tensor]:
+    """Left and right masks [batch, num_tokens] (True = masked): int(ratio * N) per row, every row independent."""
+    masks = random_masks(2 * batch, num_tokens, ratio, generator)
+    return masks[:batch], masks[batch:]
 
 
 class StudentForward(nn.Module):
@@ -140,8 +146,7 @@ class Engine:
         batch = left.shape[0]
         n = self.model.num_tokens(left.shape[-2:])
         gen = mask_generator(self.cfg.run.seed, self.env.rank, step, micro)
-        masks = random_masks(2 * batch, n, self.cfg.madis.mask_ratio, gen).to(left.device)
-        mask_l, mask_r = masks[:batch], masks[batch:]
+        mask_l, mask_r = (m.to(left.device) for m in step_masks(gen, batch, n, self.cfg.madis.mask_ratio))
         with self.autocast():
             pseudo = self.teacher.pseudo_labels(left, right, self.model)
             out = self.net(left, right, mask_l, mask_r)

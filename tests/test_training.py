@@ -1,0 +1,257 @@
+"""The training step and loop: masks, gradients, non-finite guard, learning, exact kill-and-resume, DDP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from toy_stereo import ToyStereo, toy_config
+
+import madis_stereo as ms
+from madis_stereo.model.masking import visible_index
+from madis_stereo.training import Engine, TrainingError, load_train_config, train
+from madis_stereo.training.distributed import DistEnv
+from madis_stereo.training.engine import mask_generator, step_masks
+from madis_stereo.training.runlog import read_metrics
+from madis_stereo.training.state import load_train_state
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = Path(__file__).resolve().parent / "toy_stereo.py"
+CPU = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def engine_for(**sections) -> Engine:
+    cfg = load_train_config(toy_config(**sections))
+    torch.manual_seed(0)
+    return Engine(ms.StereoModel(cfg.model.arch), cfg, CPU)
+
+
+def batch_of(dataset, indices=(0, 1)) -> dict:
+    return torch.utils.data.default_collate([dataset[i] for i in indices])
+
+
+def subprocess_env() -> dict:
+    paths = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def write_config(path: Path, **sections) -> Path:
+    path.write_text(yaml.safe_dump(toy_config(**sections)))
+    return path
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl", "train")}
+
+
+# --- masks --------------------------------------------------------------------------------------------
+def test_step_masks_counts_independence_and_determinism():
+    left, right = step_masks(mask_generator(0, 0, 5, 0), batch=8, num_tokens=32, ratio=0.4)
+    assert left.shape == right.shape == (8, 32)
+    assert (left.sum(1) == 12).all() and (right.sum(1) == 12).all()  # int(0.4 * 32)
+    rows = {tuple(r.tolist()) for r in torch.cat((left, right))}
+    assert len(rows) == 16  # every view of every sample drawn independently
+    again = step_masks(mask_generator(0, 0, 5, 0), 8, 32, 0.4)
+    assert torch.equal(left, again[0]) and torch.equal(right, again[1])
+    for other in (mask_generator(0, 0, 6, 0), mask_generator(0, 1, 5, 0), mask_generator(0, 0, 5, 1),
+                  mask_generator(1, 0, 5, 0)):
+        assert not torch.equal(left, step_masks(other, 8, 32, 0.4)[0])
+
+
+def test_masked_pixels_cannot_reach_visible_encoder_tokens_of_either_view():
+    model = ms.StereoModel(ms.ModelConfig.preset("tiny", dpt_hooks=(4, 5, 6, 7)))
+    left, right = (torch.randn(2, 3, 64, 64).requires_grad_() for _ in range(2))
+    mask_l, mask_r = step_masks(mask_generator(0, 0, 0, 0), 2, 16, 0.4)
+    enc = model.encode(left, right, mask_l, mask_r)
+    (enc.left.sum() + enc.right.sum()).backward()
+    for image, mask in ((left, mask_l), (right, mask_r)):
+        per_patch = ms.model.network.patchify(image.grad.abs(), 16).sum(-1)  # [B, N] gradient mass per patch
+        assert (per_patch[mask] == 0).all()
+        assert (per_patch[~mask] > 0).all()
+    assert enc.keep_left.shape == (2, 16 - 6) and torch.equal(enc.keep_left, visible_index(mask_l))
+
+
+# --- one step -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("madis", [True, False])
+def test_every_trainable_parameter_gets_a_gradient(madis):
+    engine = engine_for(madis={"enabled": madis})
+    terms = engine.losses(batch_of(ToyStereo(2)), step=0)
+    assert set(terms) == ({"loss", "gt", "distill", "recon_left", "recon_right"} if madis else {"loss", "gt"})
+    terms["loss"].backward()
+    missing = [n for n, p in engine.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    expected = {"head.fusion.3.rcu1"} | (set() if madis else {"mask_token", "recon_head"})
+    assert {n.rsplit(".", 2)[0] if n.startswith("head") else n.split(".")[0] for n in engine.frozen} == expected
+    assert (engine.teacher is not None) == madis
+
+
+def test_total_is_the_weighted_sum_of_the_terms():
+    engine = engine_for(madis={"weights": {"gt": 2.0, "distill": 0.5, "recon_left": 3.0, "recon_right": 0.0}})
+    with torch.no_grad():
+        t = engine.losses(batch_of(ToyStereo(2)), step=0)
+    expected = 2 * t["gt"] + 0.5 * t["distill"] + 3 * t["recon_left"]
+    assert torch.allclose(t["loss"], expected)
+
+
+def test_nonfinite_loss_skips_the_update_and_the_ema():
+    engine = engine_for()
+    batch = batch_of(ToyStereo(2))
+    batch["left"] = batch["left"].float()
+    batch["left"][0, 0, 0, 0] = float("nan")
+    before = [p.detach().clone() for p in engine.model.parameters()]
+    teacher = [p.detach().clone() for p in engine.teacher.model.parameters()]
+    result = engine.step([batch], step=0, lr=1e-3)
+    assert result.skipped and not torch.isfinite(torch.tensor(result.losses["loss"]))
+    assert all(torch.equal(a, b) for a, b in zip(before, engine.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(teacher, engine.teacher.model.parameters()))
+    assert all(p.grad is None for p in engine.model.parameters())
+    good = engine.step([batch_of(ToyStereo(2))], step=1, lr=1e-3)
+    assert not good.skipped
+    assert not all(torch.equal(a, b) for a, b in zip(teacher, engine.teacher.model.parameters()))
+
+
+class NaNImages(ToyStereo):
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        item["left"] = item["left"].float().fill_(float("nan"))
+        return item
+
+
+def test_training_stops_after_too_many_nonfinite_steps(tmp_path):
+    cfg = load_train_config(toy_config(run={"max_nonfinite": 3}))
+    with pytest.raises(TrainingError, match=r"3 steps had non-finite losses.*max_nonfinite=3"):
+        train(cfg, out_dir=tmp_path, train_dataset=NaNImages(8))
+    assert [r["skipped"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")] == [True, True, True]
+
+
+def test_bf16_autocast_step_runs_on_cpu():
+    engine = engine_for(optim={"amp": "bf16"})
+    result = engine.step([batch_of(ToyStereo(2))], step=0, lr=1e-4)
+    assert not result.skipped and all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        engine_for(optim={"amp": "fp16"})
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    data = ToyStereo(4, max_disparity=1)  # equal valid-pixel counts: the mean of means is the overall mean
+    grads = {}
+
+    def capture(name, engine):
+        params = [p for g in engine.optimizer.param_groups for p in g["params"]]
+        engine.optimizer.step = lambda *a, **k: grads.setdefault(name, [p.grad.clone() for p in params])
+
+    one = engine_for(optim={"batch_size": 4}, madis={"enabled": False})
+    two = engine_for(optim={"batch_size": 2, "accum_steps": 2}, madis={"enabled": False})
+    capture("one", one)
+    capture("two", two)
+    r1 = one.step([batch_of(data, (0, 1, 2, 3))], 0, 1e-3)
+    r2 = two.step([batch_of(data, (0, 1)), batch_of(data, (2, 3))], 0, 1e-3)
+    assert r1.losses["gt"] == pytest.approx(r2.losses["gt"], rel=1e-5)
+    for a, b in zip(grads["one"], grads["two"]):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+# --- the loop -------------------------------------------------------------------------------------------
+def test_tiny_training_loss_falls_and_teacher_trails_the_student(tmp_path):
+    cfg = load_train_config(toy_config(optim={"max_steps": 30}, run={"ckpt_every": 0, "val_every": 15}))
+    result = train(cfg, out_dir=tmp_path, train_dataset=ToyStereo(16),
+                   val_dataset=ToyStereo(2, seed=9, layout="hwc"))
+    losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")]
+    assert len(losses) == 30
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.75 * first, (first, last)
+    # the teacher differs from the student, and has moved from the initial weights towards it
+    torch.manual_seed(cfg.run.seed)
+    init = ms.StereoModel(cfg.model.arch).state_dict()
+    student = result.engine.model.state_dict()
+    teacher = result.engine.teacher.model.state_dict()
+
+    def distance(a, b):
+        return sum(float((a[k] - b[k]).pow(2).sum()) for k in student)
+
+    assert distance(teacher, student) > 0
+    assert distance(teacher, student) < distance(init, student)
+    assert distance(teacher, init) > 0
+    # run folder contents
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "train_state.pt", "ckpt_step30.safetensors", "best.safetensors"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    vals = read_metrics(tmp_path / "metrics.jsonl", "val")
+    assert [v["step"] for v in vals] == [15, 30] and all("epe" in v and "bad_2" in v for v in vals)
+    model, meta = ms.load_model(tmp_path / "ckpt_step30.safetensors", return_metadata=True)
+    assert meta["steps"] == 30 and meta["recipe"] == "madis" and "epe" in meta["metrics"]
+    assert load_train_config(tmp_path / "config.yaml") == cfg
+
+
+def test_checkpoint_rotation_and_fresh_run_protection(tmp_path):
+    cfg = load_train_config(toy_config(optim={"max_steps": 8}, run={"ckpt_every": 2, "keep_last": 2}))
+    train(cfg, out_dir=tmp_path, train_dataset=ToyStereo(8))
+    assert sorted(p.name for p in tmp_path.glob("ckpt_step*")) == ["ckpt_step6.safetensors", "ckpt_step8.safetensors"]
+    state = load_train_state(tmp_path / "train_state.pt")
+    assert state["step"] == 8 and state["checkpoint"] == "ckpt_step8.safetensors"
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train(cfg, out_dir=tmp_path, train_dataset=ToyStereo(8))
+
+
+def test_kill_and_resume_continues_the_same_loss_curve(tmp_path):
+    steps = 20
+    sections = {"optim": {"max_steps": steps}, "run": {"ckpt_every": 4, "keep_last": 2}}
+    reference = train(load_train_config(toy_config(**sections)), out_dir=tmp_path / "ref",
+                      train_dataset=ToyStereo(16))
+    expected = train_losses(reference.run_dir)
+    assert sorted(expected) == list(range(1, steps + 1))
+
+    config = write_config(tmp_path / "toy.yaml", **sections)
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(TOY), str(config), "--out", str(run)]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "train_state.pt").exists() and max(train_losses(run), default=0) >= 5):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never reached step 5"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    state = load_train_state(run / "train_state.pt")  # every file under its final name is complete
+    killed_at = state["step"]
+    assert 4 <= killed_at < steps and killed_at % 4 == 0
+    for ckpt in run.glob("ckpt_step*.safetensors"):
+        ms.load_model(ckpt)
+
+    resumed = subprocess.run([*cmd, "--resume"], env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {killed_at}" in resumed.stderr
+    got = train_losses(run)
+    assert sorted(got) == list(range(1, steps + 1))  # no duplicated or missing steps in the log
+    assert got == expected  # bit-identical losses, before and after the kill
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
+    config = write_config(tmp_path / "toy.yaml", optim={"max_steps": 4}, run={"ckpt_every": 0})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(TOY), str(config), "--out", str(tmp_path / "run"), "--dump", str(tmp_path / "dump")]
+    done = subprocess.run(cmd, env={**subprocess_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / "dump" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for part in ("student", "teacher"):
+        a, b = ranks[0][part], ranks[1][part]
+        assert a.keys() == b.keys() and a
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    assert any(not torch.equal(ranks[0]["student"][k], ranks[0]["teacher"][k]) for k in ranks[0]["teacher"])
+    # only rank 0 wrote the run folder; both ranks' losses went into one averaged curve
+    assert len(read_metrics(tmp_path / "run" / "metrics.jsonl", "train")) == 4
+    assert (tmp_path / "run" / "ckpt_step4.safetensors").is_file()
