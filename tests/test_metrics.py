@@ -112,3 +112,9 @@ def test_format_table():
         "madis    nan       -",
     ]
     assert format_table(rows, float_format=".1f").splitlines()[2] == "sgbm    20.0  343274"
+
+
+def test_public_api_export():
+    import madis_stereo as ms
+
+    assert ms.stereo_metrics is stereo_metrics
