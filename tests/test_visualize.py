@@ -42,6 +42,7 @@ def test_error_map_colours():
     assert small[2] > small[0] and medium[2] > medium[0]  # small errors are blue
     assert large[0] > large[2] and (missing == large).all()  # large and missing: red
     assert rgb[0, 0].any()  # a perfect pixel is not black (black means "no GT")
+    assert (vis.error_map(np.zeros((1, 1)), np.zeros((1, 1)))[0, 0] == rgb[0, 0]).all()  # also on gt = 0
     # same ratio, same colour: 4 px on gt 100 (r = 0.8) vs 0.8 * 3 px on gt 10 (r = 0.8)
     same = vis.error_map(np.array([[104.0, 12.4]]), np.array([[100.0, 10.0]]))
     assert (same[0, 0] == same[0, 1]).all()

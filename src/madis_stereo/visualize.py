@@ -94,7 +94,7 @@ def error_map(pred: Any, gt: Any, nonocc: Any = None, *, abs_thresh: float = D1_
     valid = np.isfinite(g)
     with np.errstate(invalid="ignore", divide="ignore"):
         err = np.where(np.isfinite(p), np.abs(p - g), np.inf)
-        ratio = np.minimum(err / abs_thresh, err / (rel_thresh * np.abs(g)))
+        ratio = np.fmin(err / abs_thresh, err / (rel_thresh * np.abs(g)))  # fmin: 0 / 0 on gt = 0
         level = np.log2(np.clip(ratio, 2.0**-log_range, 2.0**log_range))
     # levels -log_range..log_range land on ramp positions 1/8..7/8 (blue .. red)
     span = log_range * 4.0 / 3.0
