@@ -9,6 +9,7 @@ from madis_stereo.checkpoint import load_model, save_model
 from madis_stereo.config import ModelConfig
 from madis_stereo.errors import CheckpointError, DataError, InputError
 from madis_stereo.inference import Prediction, Predictor, normalize, predict, tiled_predict
+from madis_stereo.metrics import stereo_metrics
 from madis_stereo.model.masking import random_masks
 from madis_stereo.model.network import MaskedStereoOutput, StereoModel, StereoOutput
 
@@ -30,5 +31,6 @@ __all__ = [
     "predict",
     "random_masks",
     "save_model",
+    "stereo_metrics",
     "tiled_predict",
 ]
