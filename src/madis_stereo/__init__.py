@@ -5,10 +5,11 @@
     out = model(left, right)          # out.disparity, out.confidence: [B, 1, H, W]
 """
 
-from madis_stereo.checkpoint import load_model, save_model
+from madis_stereo.checkpoint import load_default_model, load_model, save_model
 from madis_stereo.config import ModelConfig
 from madis_stereo.errors import CheckpointError, DataError, InputError
 from madis_stereo.inference import Prediction, Predictor, normalize, predict, tiled_predict
+from madis_stereo.metrics import stereo_metrics
 from madis_stereo.model.masking import random_masks
 from madis_stereo.model.network import MaskedStereoOutput, StereoModel, StereoOutput
 
@@ -25,10 +26,12 @@ __all__ = [
     "StereoModel",
     "StereoOutput",
     "__version__",
+    "load_default_model",
     "load_model",
     "normalize",
     "predict",
     "random_masks",
     "save_model",
+    "stereo_metrics",
     "tiled_predict",
 ]
