@@ -15,22 +15,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from madis_stereo.inference import normalize, tiled_predict
+from madis_stereo.metrics import stereo_metrics
 from madis_stereo.model.network import StereoModel
 from madis_stereo.training.distributed import DistEnv, all_reduce_sum
 
-__all__ = ["basic_metrics", "validate"]
+__all__ = ["METRIC_KEYS", "validate"]
 
-
-def basic_metrics(pred: Tensor, gt: Tensor) -> dict[str, float]:
-    """EPE (mean |d - gt|) and bad-2 (% of pixels with error > 2 px) over finite-GT pixels.
-
-    TODO-merge: replace with ``madis_stereo.metrics.stereo_metrics`` once the metrics branch is merged.
-    """
-    valid = torch.isfinite(gt)
-    if not bool(valid.any()):
-        return {}
-    err = torch.nan_to_num((pred.float() - gt.float()).abs()[valid], nan=float("inf"))  # NaN counts as an error
-    return {"epe": float(err.mean()), "bad_2": 100.0 * float((err > 2.0).float().mean())}
+# Per-image metrics of madis_stereo.metrics.stereo_metrics averaged over the validation images.
+METRIC_KEYS = ("epe", "rmse", "bad_0.5", "bad_1", "bad_2", "bad_3", "bad_4", "d1", "invalid_pred")
 
 
 def _image_tensor(image: Any) -> Tensor:
@@ -41,15 +33,20 @@ def _image_tensor(image: Any) -> Tensor:
     return t[None]
 
 
-def _disparity_tensor(disparity: Any) -> Tensor:
-    """HxW array or [1, H, W] tensor -> [1, 1, H, W] float32."""
-    t = torch.as_tensor(np.asarray(disparity, dtype=np.float32)) if not isinstance(disparity, Tensor) else disparity
-    return t.float().reshape(1, 1, *t.shape[-2:])
+def _disparity_array(disparity: Any) -> np.ndarray:
+    """HxW array or [1, H, W] tensor -> HxW float32 array."""
+    if isinstance(disparity, Tensor):
+        disparity = disparity.detach().cpu().numpy()
+    array = np.asarray(disparity, dtype=np.float32)
+    return array.reshape(array.shape[-2:])
 
 
 def validate(model: StereoModel, dataset: Dataset, env: DistEnv, crop: Sequence[int], overlap: float,
              conf_mode: str, autocast: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
-    """Mean per-image metrics of ``model`` on ``dataset`` (items with left/right images and disparity GT)."""
+    """Mean per-image ``stereo_metrics`` of ``model`` on ``dataset`` (items with left/right images and GT).
+
+    Images without any valid GT pixel are left out of the mean.
+    """
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
@@ -62,19 +59,20 @@ def validate(model: StereoModel, dataset: Dataset, env: DistEnv, crop: Sequence[
         right = normalize(_image_tensor(item["right"]).to(env.device))
         with autocast or contextlib.nullcontext():
             disp, _ = tiled_predict(model, left, right, crop=crop, overlap=overlap, conf_mode=conf_mode)
-        metrics = basic_metrics(disp.cpu(), _disparity_tensor(item["disparity"]))
-        for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + value
-        count += bool(metrics)
+        metrics = stereo_metrics(disp[0, 0].float().cpu().numpy(), _disparity_array(item["disparity"]))
+        if metrics["n_valid"] == 0:
+            continue
+        for key in METRIC_KEYS:
+            sums[key] = sums.get(key, 0.0) + metrics[key]
+        count += 1
     model.train(was_training)
     return _reduce(sums, count, env)
 
 
 def _reduce(sums: dict[str, float], count: int, env: DistEnv) -> dict[str, float]:
-    keys = ("epe", "bad_2")
-    packed = torch.tensor([sums.get(k, 0.0) for k in keys] + [float(count)], dtype=torch.float64)
+    packed = torch.tensor([sums.get(k, 0.0) for k in METRIC_KEYS] + [float(count)], dtype=torch.float64)
     packed = all_reduce_sum(packed.to(env.device), env).cpu()  # NCCL reduces device tensors only
     total = packed[-1].item()
     if total == 0:
         return {}
-    return {k: packed[i].item() / total for i, k in enumerate(keys)}
+    return {k: packed[i].item() / total for i, k in enumerate(METRIC_KEYS)}
