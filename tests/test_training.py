@@ -100,6 +100,20 @@ def test_total_is_the_weighted_sum_of_the_terms():
     assert torch.allclose(t["loss"], expected)
 
 
+def test_teacher_runs_only_when_some_gt_is_missing(monkeypatch):
+    engine = engine_for()
+    calls = []
+    real = engine.teacher.pseudo_labels
+    monkeypatch.setattr(engine.teacher, "pseudo_labels", lambda *a: calls.append(1) or real(*a))
+    sparse = batch_of(ToyStereo(2))
+    dense = dict(sparse, disparity=torch.nan_to_num(sparse["disparity"], posinf=3.0))
+    with torch.no_grad():
+        t = engine.losses(dense, step=0)
+        assert calls == [] and t["distill"] == t["gt"]  # no GT-less pixel: the pseudo-label term is exactly 0
+        t = engine.losses(sparse, step=0)
+        assert calls == [1] and t["distill"] > t["gt"]
+
+
 def test_nonfinite_loss_skips_the_update_and_the_ema():
     engine = engine_for()
     batch = batch_of(ToyStereo(2))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 
 from madis_stereo.inference import normalize
 from madis_stereo.model.masking import random_masks
@@ -112,7 +113,8 @@ class Engine:
             self.net = DistributedDataParallel(self.net, device_ids=ids, gradient_as_bucket_view=True)
         self.teacher = EMATeacher(self.model, cfg.teacher.momentum, cfg.teacher.scope) if self.masked else None
         o = cfg.optim
-        self.optimizer = build_optimizer(self.model, o.lr, o.betas, o.weight_decay)
+        fused = env.device.type in ("cpu", "cuda")
+        self.optimizer = build_optimizer(self.model, o.lr, o.betas, o.weight_decay, fused=fused)
         self.amp_dtype = AMP_DTYPES[o.amp]
         if o.amp == "fp16" and env.device.type != "cuda":
             raise ValueError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
@@ -136,7 +138,7 @@ class Engine:
         """Named loss terms and their weighted sum ``loss`` for one micro-batch."""
         left, right, gt = self.prepare(batch)
         if not self.masked:
-            with self.autocast():
+            with self.autocast(), record_function("train/student_forward"):
                 out = self.net(left, right)
             loss = gt_loss(out.disparity.float(), out.confidence.float(), gt, self.laplace)
             return {"loss": self.cfg.madis.weights.gt * loss, "gt": loss}
@@ -148,8 +150,9 @@ class Engine:
         gen = mask_generator(self.cfg.run.seed, self.env.rank, step, micro)
         mask_l, mask_r = (m.to(left.device) for m in step_masks(gen, batch, n, self.cfg.madis.mask_ratio))
         with self.autocast():
-            pseudo = self.teacher.pseudo_labels(left, right, self.model)
-            out = self.net(left, right, mask_l, mask_r)
+            pseudo = self._pseudo_labels(left, right, gt)
+            with record_function("train/student_forward"):
+                out = self.net(left, right, mask_l, mask_r)
         d, c = out.disparity.float(), out.confidence.float()
         p = self.model.config.patch_size
         terms = {
@@ -163,6 +166,17 @@ class Engine:
                  + w.recon_right * terms["recon_right"])
         return {"loss": total, **terms}
 
+    def _pseudo_labels(self, left: Tensor, right: Tensor, gt: Tensor) -> Tensor:
+        """Teacher disparity of the unmasked pair; skipped where every GT pixel is finite.
+
+        The distillation loss uses pseudo labels only on pixels without finite GT, so with dense GT they cannot
+        change the loss or its gradient (the term is exactly 0 either way); skipping saves the teacher forward.
+        """
+        if bool(torch.isfinite(gt).all()):
+            return torch.zeros_like(gt)
+        with record_function("train/teacher"):
+            return self.teacher.pseudo_labels(left, right, self.model)
+
     # --- one optimiser step -----------------------------------------------------------------------
     def step(self, micro_batches: Sequence[dict[str, Any]], step: int, lr: float) -> StepResult:
         """Accumulate gradients over ``micro_batches``, update (unless a loss is non-finite), update the EMA."""
@@ -174,17 +188,20 @@ class Engine:
             sync = contextlib.nullcontext() if last or not self.env.distributed else self.net.no_sync()
             with sync:
                 terms = self.losses(batch, step, i)
-                self.scaler.scale(terms["loss"] / len(micro_batches)).backward()
+                with record_function("train/backward"):
+                    self.scaler.scale(terms["loss"] / len(micro_batches)).backward()
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float()
         losses = self._mean_over_ranks(sums, len(micro_batches))
         if not math.isfinite(losses["loss"]):
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(losses, lr, skipped=True)
-        stepped, norm = self._update()
-        self.optimizer.zero_grad(set_to_none=True)
+        with record_function("train/optimizer"):
+            stepped, norm = self._update()
+            self.optimizer.zero_grad(set_to_none=True)
         if stepped and self.teacher is not None:
-            self.teacher.update(self.model)
+            with record_function("train/ema"):
+                self.teacher.update(self.model)
         return StepResult(losses, lr, skipped=not stepped, grad_norm=norm)
 
     def _mean_over_ranks(self, sums: dict[str, Tensor], micro: int) -> dict[str, float]:

@@ -6,6 +6,7 @@ learning rate rises linearly from 0 over the warm-up, then follows a half cosine
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 
@@ -13,6 +14,8 @@ import torch
 from torch import nn
 
 __all__ = ["NO_DECAY_NAMES", "build_optimizer", "lr_at", "param_groups", "set_lr"]
+
+log = logging.getLogger(__name__)
 
 NO_DECAY_NAMES = ("mask_token",)
 
@@ -45,9 +48,20 @@ def param_groups(named_params: Iterable[tuple[str, nn.Parameter]], weight_decay:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over ``model``'s trainable parameters (groups from :func:`param_groups`)."""
-    return torch.optim.AdamW(param_groups(model.named_parameters(), weight_decay), lr=lr, betas=tuple(betas))
+def build_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float,
+                    fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over ``model``'s trainable parameters (groups from :func:`param_groups`).
+
+    ``fused``: the single-kernel implementation (CPU since torch 2.4, CUDA); about 3x faster than the default
+    per-parameter loop on CPU for ViT-B sized models. Falls back to the default where it is unsupported.
+    """
+    groups = param_groups(model.named_parameters(), weight_decay)
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True)
+        except (RuntimeError, TypeError, ValueError) as err:
+            log.info("fused AdamW unavailable here (%s); using the default implementation", err)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
