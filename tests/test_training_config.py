@@ -53,6 +53,10 @@ def test_overrides_and_unknown_keys():
     cfg = load_train_config(CONFIGS / "tiny_synthetic.yaml", ["optim.lr=1e-3", "model.dec_depth=2",
                                                                 "model.dpt_hooks=[2,3,4,5]", "teacher.scope=encoder"])
     assert cfg.optim.lr == 1e-3 and cfg.model.arch.dec_depth == 2 and cfg.teacher.scope == "encoder"
+    mixture = load_train_config(CONFIGS / "madis_vitb_basedec.yaml", ["data.train.1.root=/data/k15"])
+    assert mixture.data.train[1]["root"] == "/data/k15" and mixture.data.train[0]["root"] == "data/sceneflow"
+    with pytest.raises(ConfigError, match="not an index of a list of 3"):
+        load_train_config(CONFIGS / "madis_vitb_basedec.yaml", ["data.train.3.root=/x"])
     for bad, name in (("optim.lrr=1", "'optim.lrr'"), ("model.enc_dept=3", "'model.enc_dept'"),
                       ("madis.weights.recon=2", "'madis.weights.recon'"), ("bogus=1", "'bogus'")):
         with pytest.raises(ConfigError, match=name):

@@ -170,14 +170,31 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], valid: Calla
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
-            child = node.get(part)
+            child = _child(node, part, item)
             if child is None:
                 child = node[part] = {}
-            if not isinstance(child, dict):
+            if not isinstance(child, (dict, list)):
                 raise ConfigError(f"override {item!r}: '{part}' is not a section")
             node = child
-        node[parts[-1]] = value
+        if isinstance(node, list):
+            _list_index(node, parts[-1], item)
+            node[int(parts[-1])] = value
+        else:
+            node[parts[-1]] = value
     return out
+
+
+def _list_index(node: list, part: str, item: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"override {item!r}: '{part}' is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def _child(node: dict | list, part: str, item: str) -> Any:
+    """``node[part]``; in a list ``part`` is an index (``data.train.0.root=...``)."""
+    if isinstance(node, list):
+        return node[_list_index(node, part, item)]
+    return node.get(part)
 
 
 def _deep_copy(data: Any) -> Any:
