@@ -78,11 +78,14 @@ def profile_step(engine: Engine, batch: dict, top: int) -> None:
         engine.step([batch], 10_000, 1e-6)
         sync(engine.env.device)
     events = prof.key_averages()
-    phases = [e for e in events if e.key.startswith("train/")]
-    total = sum(e.cpu_time_total for e in phases) or 1.0
-    print("\nMaDis step by phase (profiler ranges, CPU time incl. children):")
-    for e in sorted(phases, key=lambda e: -e.cpu_time_total):
-        print(f"  {e.key:24s} {e.cpu_time_total / 1e6:7.3f} s  {100 * e.cpu_time_total / total:5.1f} %")
+    phases: dict[str, float] = {}
+    for e in events:
+        if e.key.startswith("train/"):
+            phases[e.key] = phases.get(e.key, 0.0) + e.cpu_time_total
+    total = sum(phases.values()) or 1.0
+    print("\nMaDis step by phase (profiler ranges, host time incl. children; on CUDA it includes waiting):")
+    for key, value in sorted(phases.items(), key=lambda kv: -kv[1]):
+        print(f"  {key:24s} {value / 1e6:7.3f} s  {100 * value / total:5.1f} %")
     print(f"\nTop {top} operators by self time:")
     print(events.table(sort_by="self_cpu_time_total", row_limit=top))
 
@@ -116,10 +119,15 @@ def main(argv: list[str] | None = None) -> int:
             amp = "none" if precision == "fp32" else precision
             engine = make_engine(args.preset, mode.startswith("madis"), amp, device, size)
             batch = make_batch(args.batch, size, dense=mode == "madis_dense")
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             times = time_steps(engine, batch, args.warmup, args.steps)
             rows.append((mode, precision, statistics.median(times), min(times), max(times)))
+            memory = ""
+            if device.type == "cuda":
+                memory = f", peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
             print(f"  {mode:11s} {precision:5s} median {rows[-1][2]:7.3f} s/step  (min {min(times):.3f}, "
-                  f"max {max(times):.3f})", flush=True)
+                  f"max {max(times):.3f}{memory})", flush=True)
             if args.profile and mode == "madis" and precision == args.precisions.split(",")[0]:
                 profile_step(engine, batch, args.top)
             del engine

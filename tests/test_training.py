@@ -16,7 +16,7 @@ from toy_stereo import ToyStereo, toy_config
 
 import madis_stereo as ms
 from madis_stereo.model.masking import visible_index
-from madis_stereo.training import Engine, TrainingError, load_train_config, train
+from madis_stereo.training import Engine, StepResult, TrainingError, load_train_config, train
 from madis_stereo.training.distributed import DistEnv
 from madis_stereo.training.engine import mask_generator, step_masks
 from madis_stereo.training.runlog import read_metrics
@@ -129,6 +129,13 @@ def test_nonfinite_loss_skips_the_update_and_the_ema():
     good = engine.step([batch_of(ToyStereo(2))], step=1, lr=1e-3)
     assert not good.skipped
     assert not all(torch.equal(a, b) for a, b in zip(teacher, engine.teacher.model.parameters()))
+
+
+def test_fp16_scaler_calibration_skips_do_not_count_as_failures():
+    assert not StepResult({}, 0.0, skipped=True, overflow=True, loss_scale=32768.0).failed
+    assert StepResult({}, 0.0, skipped=True, overflow=True, loss_scale=0.5).failed  # overflows even unscaled
+    assert StepResult({}, 0.0, skipped=True).failed  # non-finite loss
+    assert not StepResult({}, 0.0, skipped=False).failed
 
 
 class NaNImages(ToyStereo):

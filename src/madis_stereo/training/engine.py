@@ -86,12 +86,23 @@ class StudentForward(nn.Module):
 
 @dataclass
 class StepResult:
-    """Losses (mean over micro-batches and ranks), the learning rate used, whether the update was skipped."""
+    """Losses (mean over micro-batches and ranks), the learning rate used, whether the update was skipped.
+
+    ``overflow``: skipped by the fp16 gradient scaler (inf/NaN gradients of a finite loss), which then halved
+    ``loss_scale``; routine while the scaler calibrates, a failure once the scale is below 1.
+    """
 
     losses: dict[str, float]
     lr: float
     skipped: bool
     grad_norm: float | None = None
+    overflow: bool = False
+    loss_scale: float | None = None
+
+    @property
+    def failed(self) -> bool:
+        """A skip that counts towards ``run.max_nonfinite``."""
+        return self.skipped and not (self.overflow and (self.loss_scale or 0.0) >= 1.0)
 
 
 class Engine:
@@ -197,12 +208,13 @@ class Engine:
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(losses, lr, skipped=True)
         with record_function("train/optimizer"):
-            stepped, norm = self._update()
+            stepped, overflow, norm = self._update()
             self.optimizer.zero_grad(set_to_none=True)
         if stepped and self.teacher is not None:
             with record_function("train/ema"):
                 self.teacher.update(self.model)
-        return StepResult(losses, lr, skipped=not stepped, grad_norm=norm)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        return StepResult(losses, lr, skipped=not stepped, grad_norm=norm, overflow=overflow, loss_scale=scale)
 
     def _mean_over_ranks(self, sums: dict[str, Tensor], micro: int) -> dict[str, float]:
         keys = list(sums)
@@ -210,19 +222,20 @@ class Engine:
         values = (packed / (micro * self.env.world_size)).tolist()
         return dict(zip(keys, values))
 
-    def _update(self) -> tuple[bool, float | None]:
-        """Unscale, clip, optimiser step; False when the fp16 scaler found inf/NaN gradients and skipped."""
+    def _update(self) -> tuple[bool, bool, float | None]:
+        """Unscale, clip, optimiser step: (stepped, fp16 overflow skip, gradient norm when clipping)."""
         norm = None
         if self.cfg.optim.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad))
             if not math.isfinite(norm) and not self.scaler.is_enabled():
-                return False, norm
+                return False, False, norm
         scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return not (self.scaler.is_enabled() and self.scaler.get_scale() < scale), norm
+        overflow = self.scaler.is_enabled() and self.scaler.get_scale() < scale
+        return not overflow, overflow, norm
 
     # --- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -165,6 +165,8 @@ class Trainer:
                   "time": seconds, "skipped": result.skipped}
         if result.grad_norm is not None:
             record["grad_norm"] = result.grad_norm
+        if result.loss_scale is not None:
+            record["loss_scale"] = result.loss_scale
         log_now = self.cfg.run.log_every and self.step % self.cfg.run.log_every == 0
         self.logger.write(record, scalars=bool(log_now))
         bar.update(1)
@@ -174,7 +176,9 @@ class Trainer:
             log.info("step %d/%d lr=%.3g %s (%.2f s/step)", self.step, self.total_steps, result.lr, terms, seconds)
 
     def _guard_nonfinite(self, result: StepResult) -> None:
-        if not result.skipped:
+        if result.skipped and not result.failed:
+            log.info("step %d skipped by the fp16 gradient scaler (loss scale now %g)", self.step, result.loss_scale)
+        if not result.failed:
             return
         self.nonfinite += 1
         log.warning("step %d skipped: non-finite loss or gradients (%d so far)", self.step, self.nonfinite)
