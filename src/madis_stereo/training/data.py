@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from madis_stereo.config import ConfigError, from_dict
 from madis_stereo.training.config import DataConfig
 
-__all__ = ["augment_config", "build_train_dataset", "build_val_dataset"]
+__all__ = ["augment_config", "build_train_dataset", "build_val_dataset", "worker_init"]
 
 
 def _data_module() -> ModuleType:
@@ -53,3 +53,8 @@ def build_val_dataset(cfg: DataConfig) -> Dataset | None:
     if cfg.val is None:
         return None
     return _data_module().build_dataset(dict(cfg.val))
+
+
+def worker_init() -> Callable[[int], None] | None:
+    """The data package's DataLoader ``worker_init_fn`` (OpenCV threading in workers), where it has one."""
+    return getattr(importlib.import_module("madis_stereo.data"), "worker_init_fn", None)

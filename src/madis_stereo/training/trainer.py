@@ -27,7 +27,7 @@ from madis_stereo.model.network import StereoModel
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
-from madis_stereo.training.data import build_train_dataset, build_val_dataset
+from madis_stereo.training.data import build_train_dataset, build_val_dataset, worker_init
 from madis_stereo.training.engine import Engine, StepResult
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
@@ -139,8 +139,10 @@ class Trainer:
         self.sampler.set_position(self.epoch, self.position * o.batch_size * o.accum_steps)
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(self.epoch)
+        workers = self.cfg.run.num_workers
         loader = DataLoader(self.train_dataset, batch_size=o.batch_size, sampler=self.sampler, drop_last=True,
-                            num_workers=self.cfg.run.num_workers, pin_memory=self.env.device.type == "cuda")
+                            num_workers=workers, pin_memory=self.env.device.type == "cuda",
+                            worker_init_fn=worker_init() if workers else None)
         batches = iter(loader)
         for _ in range(self.steps_per_epoch - self.position):
             yield [next(batches) for _ in range(o.accum_steps)]
