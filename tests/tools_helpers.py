@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -9,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+import madis_stereo
+
+# The source tree the tests import (subprocesses get the same one).
+SRC = Path(madis_stereo.__file__).resolve().parents[1]
 TINY_CROP = (64, 128)
 
 
@@ -68,3 +75,29 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     return subprocess.run([sys.executable, "-m", "madis_stereo.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=300)
+
+
+@dataclasses.dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: object) -> CliResult:
+    """Run ``madis-stereo ARGS`` in this process (faster than a subprocess); logs go to ``stderr``."""
+    from madis_stereo.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    logger = logging.getLogger("madis_stereo")
+    handler = logging.StreamHandler(err)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return CliResult(code, out.getvalue(), err.getvalue())

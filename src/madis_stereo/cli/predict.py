@@ -15,7 +15,7 @@ FORMATS_HELP = (
     "comma-separated outputs: color (coloured disparity PNG), png16 (KITTI uint16 PNG, d*256), pfm, npy "
     "(float32 disparity), depth (Z = baseline*f/(d+doffs) in the baseline's unit: mm for Middlebury/ETH3D "
     "calib.txt; PFM or NPY, +inf invalid), ply (coloured binary point cloud, same unit), conf (certainty "
-    "map PNG, white = sure). Default: color"
+    "1 - sigmoid(c/3) as 8-bit PNG, white = sure). Default: color"
 )
 
 
@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     geo.add_argument("--doffs", type=float, default=0.0, help="x-offset of the principal points (default 0)")
     geo.add_argument("--depth-format", choices=("pfm", "npy"), default="pfm", help="file type of depth (default pfm)")
     geo.add_argument("--max-depth", type=float, help="point cloud: drop points farther than this (baseline unit)")
-    geo.add_argument("--min-certainty", type=float, help="point cloud: drop points with certainty below this (0..1)")
+    geo.add_argument("--min-certainty", type=float,
+                     help="point cloud: drop points whose certainty 1 - sigmoid(c/3) is below this (0..1)")
     _common.add_inference_options(p)
     p.set_defaults(func=run)
 
@@ -88,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if args.calib is not None and args.focal is not None:
         raise ValueError("give either --calib or --focal/--baseline, not both")
     pairs = find_pairs(args.inputs)
+    cameras: dict[Path, object] = {}
+    if options.needs_camera and args.calib not in (None, "auto"):
+        _camera_for(args, Path(args.calib), cameras)  # a missing or bad file stops before any work
     predictor = _predictor(args)
     log.info("%d pair(s) -> %s (formats %s; crop %dx%d, overlap %.2f, %s)", len(pairs), args.out, ",".join(formats),
              *predictor.crop, predictor.overlap, predictor.device)
@@ -95,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
         unit = "mm (calib.txt)" if args.calib else "the unit of --baseline"
         log.info("depth and point coordinates are in %s", unit)
     failures: list[str] = []
-    cameras: dict[Path, object] = {}
     bar = _common.progress(pairs, len(pairs), "predict", "pair", disable=args.quiet)
     for pair in bar:
         try:
