@@ -9,12 +9,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from tools_helpers import run_cli, stereo_images, write_pair
+from tools_helpers import run_cli, single_thread, stereo_images, write_pair
 
 import madis_stereo as ms
 from madis_stereo.analysis import attention_distance, fit_to_crop, head_distances, token_distances
 
 PATCH = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with single_thread():
+        yield
 
 
 def test_uniform_attention_on_a_2x3_grid():
@@ -138,3 +144,5 @@ def test_analyze_command_on_the_croco_fixture(tmp_path, croco_dir):
                                rtol=1e-6)
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "croco_stereo_tiny: mean over heads" in proc.stdout
+
+

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from tools_helpers import cli, make_tiny_checkpoint, read_ply, run_cli, stereo_images, write_pair, write_png
+from tools_helpers import (
+    cli,
+    make_tiny_checkpoint,
+    read_ply,
+    run_cli,
+    single_thread,
+    stereo_images,
+    write_pair,
+    write_png,
+)
 
 import madis_stereo as ms
 from madis_stereo.outputs import relative_certainty
@@ -21,6 +30,12 @@ width=150
 height=70
 ndisp=64
 """
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +190,5 @@ def test_without_checkpoint_uses_the_bundled_model_or_says_so(setup, tmp_path, m
         _common.default_model()
     monkeypatch.setattr(checkpoint, "load_default_model", lambda: ms.load_model(setup[1]), raising=False)
     assert _common.load_model(None).config.crop == (64, 128)
+
+

@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tools_helpers import make_tiny_checkpoint, run_cli, stereo_images
+from tools_helpers import cli, make_tiny_checkpoint, run_cli, single_thread, stereo_images
 
 import madis_stereo as ms
 from madis_stereo.export import OnnxStereoModel, export_onnx, onnx_forward_seconds, onnx_session
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +78,7 @@ def test_export_command(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "onnxruntime vs PyTorch max abs diff: disparity" in proc.stdout
     assert out.is_file() and onnx_session(out).get_inputs()[0].shape == [1, 3, 64, 128]
-    proc = run_cli("export", "onnx", "--checkpoint", tmp_path / "missing.safetensors", "-o", out)
+    proc = cli("export", "onnx", "--checkpoint", tmp_path / "missing.safetensors", "-o", out)
     assert proc.returncode == 2 and "madis-stereo export: error: checkpoint not found" in proc.stderr
 
 

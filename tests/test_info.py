@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from tools_helpers import make_tiny_checkpoint, run_cli
+from tools_helpers import cli, make_tiny_checkpoint, run_cli, single_thread
 
 import madis_stereo as ms
 from madis_stereo.checkpoint_info import checkpoint_info, format_checkpoint_info
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with single_thread():
+        yield
 
 
 def test_info_of_our_checkpoint(tmp_path):
@@ -31,12 +37,12 @@ def test_info_command_text_and_json(tmp_path, croco_dir):
     assert info["format"] == "CroCo-Stereo .pth"
     assert info["config"]["enc_embed_dim"] == 64 and info["config"]["dec_depth"] == 8
     assert info["architecture"]["dpt_hooks"] == [2, 5, 8, 11] and info["metadata"]["task"] == "stereo"
-    proc = run_cli("info", croco_dir / "croco_pretrain_tiny.pth")
+    proc = cli("info", croco_dir / "croco_pretrain_tiny.pth")
     assert proc.returncode == 0, proc.stderr
     assert "CroCo v2 pretraining .pth" in proc.stdout
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)
-    proc = run_cli("info", bad)
+    proc = cli("info", bad)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"madis-stereo info: error: {bad} is not a checkpoint (neither safetensors nor a " \
                                   "PyTorch .pth file)"

@@ -20,6 +20,20 @@ SRC = Path(madis_stereo.__file__).resolve().parents[1]
 TINY_CROP = (64, 128)
 
 
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one thread: the tiny models' ops are too small to gain from more, and on a busy machine
+    (more runnable processes than cores) OpenMP's waiting threads make each op up to ~100x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def make_tiny_checkpoint(path: Path, **metadata) -> Path:
     """The ``tiny`` preset at crop 64x128 with seeded random weights, saved with save_model."""
     import torch
@@ -72,7 +86,7 @@ def read_ply(path: Path) -> tuple[dict, np.ndarray]:
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}  # see single_thread
     return subprocess.run([sys.executable, "-m", "madis_stereo.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=300)
 
