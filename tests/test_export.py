@@ -63,6 +63,8 @@ def test_export_rejects_bad_crops_and_files(tmp_path):
     model = ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128)))
     with pytest.raises(ms.InputError, match="multiples of 32"):
         export_onnx(model, tmp_path / "x.onnx", (60, 128))
+    with pytest.raises(ms.InputError, match="opset 18 or later"):
+        export_onnx(model, tmp_path / "x.onnx", (64, 128), exporter="dynamo", opset=17)
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(ms.CheckpointError, match="not a usable ONNX model"):
         onnx_session(tmp_path / "bad.onnx")

@@ -4,8 +4,9 @@ The exported graph has inputs ``left``, ``right`` ([1, 3, H, W] ImageNet-normali
 ``disparity``, ``confidence`` ([1, 1, H, W]; confidence is the raw logit, as ``StereoModel``). It is produced
 by PyTorch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), which needs nothing
 beyond torch and onnx; the torch.export-based exporter (``exporter="dynamo"``) additionally needs the
-``onnxscript`` package. The model config (JSON) is stored in the ONNX metadata (``madis_stereo_config``)
-so that :class:`OnnxStereoModel` knows the crop and tile confidence mode.
+``onnxscript`` package and opset 18 or later (with torch 2.11 and onnxscript 0.7 its conversion down to
+opset 17 produces an invalid ``Split`` node). The model config (JSON) is stored in the ONNX metadata
+(``madis_stereo_config``) so that :class:`OnnxStereoModel` knows the crop and tile confidence mode.
 """
 
 from __future__ import annotations
@@ -79,10 +80,11 @@ def _require(module: str, what: str) -> Any:
         raise RuntimeError(f"{what} needs the '{module}' package (pip install 'madis-stereo[onnx]')") from None
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, crop: Sequence[int], opset: int = 17,
+def export_onnx(model: nn.Module, path: str | os.PathLike, crop: Sequence[int], opset: int | None = None,
                 exporter: str = "torchscript", check: bool = True, seed: int = 0) -> ExportReport:
     """Export ``model`` at a fixed ``crop`` (H, W multiples of 32) to ``path`` (written atomically).
 
+    ``opset`` defaults to 17 for the TorchScript exporter and 18 for the dynamo exporter.
     With ``check`` the file is run in onnxruntime on one random normalised pair and compared with PyTorch
     (max abs differences in the report).
     """
@@ -91,6 +93,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, crop: Sequence[int], 
     height, width = (int(c) for c in crop)
     if height <= 0 or width <= 0 or height % 32 or width % 32:
         raise InputError(f"export crop {height}x{width} must be positive multiples of 32")
+    if opset is None:
+        opset = 18 if exporter == "dynamo" else 17
+    if exporter == "dynamo" and opset < 18:
+        raise InputError(f"the dynamo ONNX exporter needs opset 18 or later, got {opset}")
     onnx = _require("onnx", "ONNX export")
     if exporter == "dynamo":
         _require("onnxscript", "the dynamo ONNX exporter")

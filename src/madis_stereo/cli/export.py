@@ -23,9 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common.add_model_options(o)
     o.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="input size; default: the training crop")
     o.add_argument("-o", "--out", required=True, type=Path, metavar="model.onnx")
-    o.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    o.add_argument("--opset", type=int, help="ONNX opset (default 17; 18 with --exporter dynamo)")
     o.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
-                   help="torch.onnx exporter (default torchscript; dynamo needs the onnxscript package)")
+                   help="torch.onnx exporter (default torchscript; dynamo needs onnxscript and opset >= 18)")
     o.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     o.set_defaults(func=run_onnx)
 
