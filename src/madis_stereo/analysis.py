@@ -116,7 +116,7 @@ def attention_distance(model: torch.nn.Module, pairs: Iterable[tuple[Any, Any]],
         if key[0] == "encoder" and encoder_views == "left":
             weights = weights[:batch]
         mad = head_distances(weights, distances).sum(dim=0)
-        sums[key] = sums.get(key, 0) + mad
+        sums[key] = sums[key] + mad if key in sums else mad
         counts[key] = counts.get(key, 0) + weights.shape[0]
 
     n_pairs = 0

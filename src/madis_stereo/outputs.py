@@ -269,16 +269,14 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
         elif fmt == "conf":
             sure = relative_certainty(confidence) if sure is None else sure
             save_png(path, certainty_png(sure))
-        elif fmt == "depth":
-            assert camera is not None
+        elif fmt == "depth" and camera is not None:
             depth = disparity_to_depth(disparity, camera)
             path = Path(f"{path}.{options.depth_format}")
             if options.depth_format == "pfm":
                 write_pfm(path, depth)
             else:
                 _save_npy(path, depth)
-        elif fmt == "ply":
-            assert camera is not None
+        elif fmt == "ply" and camera is not None:
             if options.min_certainty is not None and sure is None:
                 sure = relative_certainty(confidence)
             points, colors = point_cloud(disparity, image, camera, certainty=sure,

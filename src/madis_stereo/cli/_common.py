@@ -6,11 +6,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from madis_stereo.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch is imported when a command runs, not for --help
+    import torch
 
 log = logging.getLogger("madis_stereo")
 
@@ -34,6 +35,8 @@ def add_inference_options(parser: argparse.ArgumentParser, overlap: float = 0.7)
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -6,8 +6,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from madis_stereo.cli import _common
+
+if TYPE_CHECKING:  # the CLI imports torch only when a command runs
+    from madis_stereo.inference import Predictor
+    from madis_stereo.outputs import Camera
 
 log = logging.getLogger("madis_stereo")
 
@@ -47,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _camera_for(args: argparse.Namespace, left: Path, cache: dict[Path, object]):
+def _camera_for(args: argparse.Namespace, left: Path, cache: dict[Path, Camera]) -> Camera:
+    """The camera of a pair: --focal/--baseline, the --calib file, or (auto) the calib.txt beside ``left``."""
     from madis_stereo.data.io import read_calib
     from madis_stereo.outputs import Camera, camera_from_calib
 
@@ -59,7 +65,7 @@ def _camera_for(args: argparse.Namespace, left: Path, cache: dict[Path, object])
     return cache[path]
 
 
-def _predictor(args: argparse.Namespace):
+def _predictor(args: argparse.Namespace) -> Predictor:
     from madis_stereo.inference import Predictor
 
     precision = "bf16" if args.bf16 else "fp32"
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.calib is not None and args.focal is not None:
         raise ValueError("give either --calib or --focal/--baseline, not both")
     pairs = find_pairs(args.inputs)
-    cameras: dict[Path, object] = {}
+    cameras: dict[Path, Camera] = {}
     if options.needs_camera and args.calib not in (None, "auto"):
         _camera_for(args, Path(args.calib), cameras)  # a missing or bad file stops before any work
     predictor = _predictor(args)
