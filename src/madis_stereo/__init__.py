@@ -5,7 +5,7 @@
     out = model(left, right)          # out.disparity, out.confidence: [B, 1, H, W]
 """
 
-from madis_stereo.checkpoint import load_model, save_model
+from madis_stereo.checkpoint import load_default_model, load_model, save_model
 from madis_stereo.config import ModelConfig
 from madis_stereo.errors import CheckpointError, DataError, InputError
 from madis_stereo.inference import Prediction, Predictor, normalize, predict, tiled_predict
@@ -26,6 +26,7 @@ __all__ = [
     "StereoModel",
     "StereoOutput",
     "__version__",
+    "load_default_model",
     "load_model",
     "normalize",
     "predict",

@@ -29,6 +29,8 @@ from madis_stereo.model.network import StereoModel
 
 __all__ = [
     "CROCO_KEY_TABLE",
+    "default_model_path",
+    "load_default_model",
     "from_croco_state_dict",
     "load_model",
     "load_weights",
@@ -354,3 +356,21 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     model = model.to(map_location).eval()
     return (model, metadata) if return_metadata else model
 
+
+
+DEFAULT_WEIGHTS = "default.safetensors"
+
+
+def default_model_path() -> Path:
+    """Path of the bundled default checkpoint inside the installed package."""
+    from importlib import resources
+
+    return Path(str(resources.files("madis_stereo") / "weights" / DEFAULT_WEIGHTS))
+
+
+def load_default_model(map_location: str | torch.device = "cpu", return_metadata: bool = False) -> Any:
+    """The bundled model (offline, from package data); see README for how it was trained."""
+    path = default_model_path()
+    if not path.is_file():
+        raise CheckpointError(f"no bundled model in this installation ({path} is missing); pass --checkpoint")
+    return load_model(path, map_location=map_location, return_metadata=return_metadata)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from madis_stereo.errors import InputError
+from madis_stereo.fileio import atomic_path
 from madis_stereo.metrics import D1_ABS, D1_REL, as_numpy
 
 __all__ = [
@@ -160,21 +160,6 @@ def side_by_side(images: Sequence[Any], labels: Sequence[str] | None = None, *, 
     return sheet
 
 
-def _atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_png(path: str | os.PathLike, image: Any) -> Path:
     """Write a uint8 (HxW, HxWx3 RGB, HxWx4 RGBA) or uint16 HxW image as PNG, atomically.
 
@@ -189,7 +174,9 @@ def save_png(path: str | os.PathLike, image: Any) -> Path:
     if not ok:
         raise InputError(f"save_png takes uint8 HxW/HxWx3/HxWx4 or uint16 HxW, got {image.dtype} {image.shape}")
     pil = Image.fromarray(image)
-    return _atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+    with atomic_path(path) as tmp:
+        pil.save(tmp, format="PNG")
+    return Path(path)
 
 
 _KINDS = ("encoder", "decoder_self", "decoder_cross")
@@ -252,4 +239,6 @@ def plot_attention_distance(results: Mapping[str, Mapping[str, Sequence[Sequence
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)

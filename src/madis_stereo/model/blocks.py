@@ -56,8 +56,8 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rope: Rope) -> Tensor:
         """x: [B, N, C] -> [B, N, C]."""
         qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k = apply_rope(qkv[:2], *rope).unbind(0)  # one rotation for queries and keys together
+        v = qkv[2]
         return self.proj(_merge_heads(attention(q, k, v, self.hook)))
 
 

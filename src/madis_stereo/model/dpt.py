@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,7 +36,11 @@ class ResidualConvUnit(nn.Module):
 
 
 class FusionBlock(nn.Module):
-    """out_conv(up2(rcu2(x + rcu1(skip)))); the coarsest level has no skip input."""
+    """out_conv(up2(rcu2(x + rcu1(skip)))); the coarsest level has no skip input.
+
+    The 1x1 ``out_conv`` is applied before the upsampling: both are linear and bilinear weights sum to one,
+    so the result is the same while the convolution costs four times less.
+    """
 
     def __init__(self, features: int) -> None:
         super().__init__()
@@ -47,7 +52,7 @@ class FusionBlock(nn.Module):
     def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
         if skip is not None:
             x = x + self.rcu1(skip)
-        return self.out_conv(self.up(self.rcu2(x)))
+        return self.up(self.out_conv(self.rcu2(x)))
 
 
 def _reassemble(dim_in: int, dim_out: int, level: int) -> nn.Sequential:
@@ -86,13 +91,15 @@ class DPTHead(nn.Module):
             nn.ReLU(),
             nn.Conv2d(last_dim, num_channels, 1),
         )
+        # NHWC convolutions are markedly faster with oneDNN (CPU) and cuDNN (tensor cores).
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, tokens: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
         """tokens: 4 x [B, N, C_i] with N = (H/16)(W/16) -> [B, num_channels, H, W]."""
         h, w = image_size[0] // self.patch_size, image_size[1] // self.patch_size
-        maps = [t.transpose(1, 2).unflatten(2, (h, w)) for t in tokens]
+        maps = [t.transpose(1, 2).unflatten(2, (h, w)).contiguous(memory_format=torch.channels_last) for t in tokens]
         feats = [rn(proj(m)) for proj, rn, m in zip(self.project, self.layer_rn, maps)]
         path = self.fusion[3](feats[3])[:, :, : feats[2].shape[2], : feats[2].shape[3]]
         for level in (2, 1, 0):
             path = self.fusion[level](path, feats[level])
-        return self.out(path)
+        return self.out(path).contiguous()

@@ -21,22 +21,24 @@ def grid_positions(h: int, w: int, device: torch.device | None = None) -> Tensor
     return torch.stack((ys, xs), dim=-1)
 
 
-def _rotate_halves(t: Tensor) -> Tensor:
-    """rotate_half applied separately to the row half and the column half of the last dim."""
-    d4 = t.shape[-1] // 4
-    t = t.unflatten(-1, (2, 2, d4))  # (part: y/x, half, freq)
-    return torch.cat((-t[..., 1:2, :], t[..., 0:1, :]), dim=-2).flatten(-3)
+def _swap_halves(t: Tensor) -> Tensor:
+    """Swap the two halves within the row part and within the column part of the last dim."""
+    return t.unflatten(-1, (2, 2, t.shape[-1] // 4)).flip(-2).flatten(-3)
 
 
 def apply_rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``t`` [..., N, head_dim] with tables ``cos``/``sin`` broadcastable to it."""
-    return t * cos.to(t.dtype) + _rotate_halves(t) * sin.to(t.dtype)
+    """Rotate ``t`` [..., N, head_dim] with tables from :meth:`RoPE2D.tables` (broadcastable to ``t``).
+
+    ``sin`` carries rotate_half's sign (negative on the first half of each part), so that
+    ``t * cos + rotate_half(t) * sin == t * cos + swap_halves(t) * sin_signed``.
+    """
+    return t * cos.to(t.dtype) + _swap_halves(t) * sin.to(t.dtype)
 
 
 class RoPE2D(nn.Module):
     """Precomputes and caches cos/sin tables per token grid.
 
-    ``tables(h, w)`` returns ``(cos, sin)`` of shape [h*w, head_dim] for the full row-major grid;
+    ``tables(h, w)`` returns ``(cos, signed sin)`` of shape [h*w, head_dim] for the full row-major grid;
     ``gather`` picks the rows of given token indices (the visible tokens of a masked image).
     """
 
@@ -63,7 +65,9 @@ class RoPE2D(nn.Module):
         ay = self._axis_angles(h, device)[pos[:, 0]]
         ax = self._axis_angles(w, device)[pos[:, 1]]
         angles = torch.cat((ay, ax), dim=-1)  # [N, head_dim]
-        out = (angles.cos(), angles.sin())
+        sign = torch.ones(2, 2, self.head_dim // 4, device=device)
+        sign[:, 0] = -1.0
+        out = (angles.cos(), angles.sin() * sign.flatten())
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             self._cache[key] = out
         return out
