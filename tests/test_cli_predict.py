@@ -182,13 +182,14 @@ def test_calib_auto_and_onnx_model(setup, tmp_path):
 
 def test_without_checkpoint_uses_the_bundled_model_or_says_so(setup, tmp_path, monkeypatch):
     from madis_stereo import checkpoint
-    from madis_stereo.cli import _common
 
-    if hasattr(checkpoint, "load_default_model"):
-        pytest.skip("a bundled model exists")
-    with pytest.raises(ms.CheckpointError, match="no bundled model in this installation; pass --checkpoint"):
-        _common.default_model()
-    monkeypatch.setattr(checkpoint, "load_default_model", lambda: ms.load_model(setup[1]), raising=False)
-    assert _common.load_model(None).config.crop == (64, 128)
-
-
+    root, ckpt, left, right = setup
+    monkeypatch.setattr(checkpoint, "default_model_path", lambda: tmp_path / "missing.safetensors")
+    proc = cli("predict", left, right, "-o", tmp_path / "out", "--device", "cpu")
+    assert proc.returncode == 2
+    assert "madis-stereo predict: error: no bundled model in this installation" in proc.stderr
+    assert "pass --checkpoint" in proc.stderr
+    monkeypatch.setattr(checkpoint, "default_model_path", lambda: ckpt)
+    proc = cli("predict", left, right, "-o", tmp_path / "out", "--device", "cpu", "--format", "pfm")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "scene_left.pfm").is_file()

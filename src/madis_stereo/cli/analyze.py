@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from madis_stereo.cli import _common
+from madis_stereo.cli import common
 
 log = logging.getLogger("madis_stereo")
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cross-attention layer, averaged over the given pairs. Each image is scaled to cover the crop "
         "(aspect ratio kept) and centre-cropped to it; encoder numbers use the left view.")
     a.add_argument("inputs", nargs="+", metavar="LEFT RIGHT", help="pairs of images, folders or patterns")
-    _common.add_model_options(a, checkpoint_required=True)
+    a.add_argument("--checkpoint", required=True, metavar="CKPT", help="our .safetensors or a CroCo .pth")
     a.add_argument("--compare", metavar="CKPT2", help="a second checkpoint to overlay")
     a.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"),
                    help="analysis size (multiples of 32); default: the first model's training crop")
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="encoder heads from the left view only (default) or averaged over both views")
     a.add_argument("--plot", type=Path, metavar="out.png", help="write the plot")
     a.add_argument("--json", type=Path, metavar="out.json", help="write the numbers")
-    a.add_argument("--device", default="auto", help="torch device (default: CUDA when available)")
+    a.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     a.set_defaults(func=run_attention_distance)
 
 
@@ -52,12 +52,14 @@ def run_attention_distance(args: argparse.Namespace) -> int:
     if args.plot is None and args.json is None:
         raise ValueError("nothing to write: give --plot and/or --json")
     pairs = [(p.left, p.right) for p in find_pairs(args.inputs)]
-    device = _common.resolve_device(args.device)
+    from madis_stereo.checkpoint import load_model
+
+    device = args.device or common.default_device()
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
     results: dict[str, dict] = {}
     crop = tuple(args.crop) if args.crop else None
     for ckpt in checkpoints:
-        model = _common.load_model(ckpt, args.model_overrides, device)
+        model = load_model(ckpt, map_location=device)
         crop = crop or tuple(model.config.crop)
         label = Path(ckpt).stem if Path(ckpt).stem not in results else str(ckpt)
         log.info("%s: attention distance over %d pair(s) at %dx%d", label, len(pairs), *crop)

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from madis_stereo.cli import _common
+from madis_stereo.cli import common
 
 log = logging.getLogger("madis_stereo")
 
@@ -29,7 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Tiled prediction over a dataset, scored with the benchmark's protocol (KITTI: D1-all, "
         "EPE on occ/noc; ETH3D/Middlebury: bad-0.5/1/2/4, avgerr, rms, A50..A99 on nonocc/all; SceneFlow: "
         "EPE, bad-1 on |gt| < 192). Writes per-image and aggregate results as JSON.")
-    _common.add_model_options(p, checkpoint_required=True)
     p.add_argument("--dataset", required=True, help="kitti2012, kitti2015, eth3d, middlebury, sceneflow, folder, ...")
     p.add_argument("--root", required=True, type=Path, metavar="DIR", help="dataset root folder")
     p.add_argument("--split", default="train", help="dataset split (default train; test = submission only)")
@@ -40,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--submission", type=Path, metavar="DIR",
                    help="also write the benchmark's submission files (KITTI, ETH3D, Middlebury)")
     p.add_argument("--algo", default="MaDis", help="method name in Middlebury submission files (default MaDis)")
-    _common.add_inference_options(p)
+    common.add_model_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -80,23 +79,20 @@ def run(args: argparse.Namespace) -> int:
         writer = SubmissionWriter(args.dataset, args.submission, algo=args.algo, split=args.split,
                                   resolution=str(config.get("resolution", "F")))
     dataset = build_dataset(config)
-    device = _common.resolve_device(args.device)
-    model = _common.load_model(args.checkpoint, args.model_overrides, device)
-    predictor = Predictor(model, crop=args.crop, overlap=args.overlap, device=device,
-                          precision="bf16" if args.bf16 else "fp32", tile_batch=args.tile_batch)
+    predictor = Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
     total = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
     log.info("%s: %d pair(s), protocol %s, crop %dx%d, overlap %.2f, %s", args.dataset, total, protocol,
-             *predictor.crop, predictor.overlap, device)
+             *predictor.crop, predictor.overlap, predictor.device)
     result = evaluate_dataset(
         predictor, dataset, protocol, max_images=args.max_images, submission=writer,
-        progress=lambda it: _common.progress(it, total, "evaluate", "pair", disable=args.quiet))
+        progress=lambda it: common.progress(it, total, "evaluate", "pair", disable=args.quiet))
     print(_table(result))
     print(f"{len(result.per_image)} pair(s), {result.mean_runtime:.3f} s per pair")
     if args.out is not None:
-        report = {"dataset": config, "checkpoint": str(args.checkpoint),
+        report = {"dataset": config, "checkpoint": str(args.checkpoint or "bundled default"),
                   "settings": {"crop": list(predictor.crop), "overlap": predictor.overlap,
                                "conf_mode": predictor.conf_mode, "precision": predictor.precision,
-                               "device": str(device)},
+                               "device": str(predictor.device)},
                   **result.to_dict()}
         atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
         log.info("results written to %s", args.out)

@@ -6,8 +6,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from madis_stereo.cli import _common
-
 log = logging.getLogger("madis_stereo")
 
 
@@ -20,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export to ONNX at a fixed size: inputs left, right [1,3,H,W] (ImageNet-normalised float32), "
         "outputs disparity, confidence [1,1,H,W]; checked against PyTorch with onnxruntime. Run it with "
         "'madis-stereo predict --onnx MODEL.onnx' (tiled inference at any image size).")
-    _common.add_model_options(o)
+    o.add_argument("--checkpoint", help="our .safetensors or a CroCo-Stereo .pth (default: the bundled model)")
     o.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="input size; default: the training crop")
     o.add_argument("-o", "--out", required=True, type=Path, metavar="model.onnx")
     o.add_argument("--opset", type=int, help="ONNX opset (default 17; 18 with --exporter dynamo)")
@@ -31,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
+    from madis_stereo.checkpoint import load_default_model, load_model
     from madis_stereo.export import export_onnx
 
-    model = _common.load_model(args.checkpoint, args.model_overrides)
+    model = load_model(args.checkpoint) if args.checkpoint else load_default_model()
     crop = tuple(args.crop) if args.crop else tuple(model.config.crop)
     report = export_onnx(model, args.out, crop, opset=args.opset, exporter=args.exporter, check=not args.no_check)
     print(f"wrote {report.path} ({report.path.stat().st_size / 1e6:.1f} MB, {report.crop[0]}x{report.crop[1]}, "

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from madis_stereo.cli import _common
+from madis_stereo.cli import common
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
     from madis_stereo.inference import Predictor
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "by file name, else by sorted order) or quoted glob patterns.")
     p.add_argument("inputs", nargs="+", metavar="LEFT RIGHT", help="pairs of images, folders or patterns")
     p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
-    _common.add_model_options(p)
+    common.add_model_arguments(p)
     p.add_argument("--onnx", metavar="MODEL.onnx", help="run an exported ONNX model (onnxruntime, CPU) instead")
     p.add_argument("--format", default="color", help=FORMATS_HELP)
     p.add_argument("--vmin", type=float, default=0.0, help="colour range start of the color PNG (default 0)")
@@ -48,7 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     geo.add_argument("--max-depth", type=float, help="point cloud: drop points farther than this (baseline unit)")
     geo.add_argument("--min-certainty", type=float,
                      help="point cloud: drop points whose certainty 1 - sigmoid(c/3) is below this (0..1)")
-    _common.add_inference_options(p)
     p.set_defaults(func=run)
 
 
@@ -68,18 +67,14 @@ def _camera_for(args: argparse.Namespace, left: Path, cache: dict[Path, Camera])
 def _predictor(args: argparse.Namespace) -> Predictor:
     from madis_stereo.inference import Predictor
 
-    precision = "bf16" if args.bf16 else "fp32"
     if args.onnx:
         from madis_stereo.export import OnnxStereoModel
 
         if args.checkpoint:
             raise ValueError("give either --checkpoint or --onnx, not both")
-        model = OnnxStereoModel(args.onnx)
-        return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", tile_batch=args.tile_batch)
-    device = _common.resolve_device(args.device)
-    model = _common.load_model(args.checkpoint, args.model_overrides, device)
-    return Predictor(model, crop=args.crop, overlap=args.overlap, device=device, precision=precision,
-                     tile_batch=args.tile_batch)
+        return Predictor(OnnxStereoModel(args.onnx), crop=args.crop, overlap=args.overlap, device="cpu",
+                         tile_batch=args.tile_batch)
+    return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         unit = "mm (calib.txt)" if args.calib else "the unit of --baseline"
         log.info("depth and point coordinates are in %s", unit)
     failures: list[str] = []
-    bar = _common.progress(pairs, len(pairs), "predict", "pair", disable=args.quiet)
+    bar = common.progress(pairs, len(pairs), "predict", "pair", disable=args.quiet)
     for pair in bar:
         try:
             left = as_rgb_uint8(pair.left, "left")
