@@ -61,7 +61,7 @@ def fit_to_crop(image: np.ndarray, crop: Sequence[int]) -> Tensor:
     ch, cw = int(crop[0]), int(crop[1])
     scale = max(ch / h, cw / w)
     size = (max(ch, math.ceil(h * scale - 1e-6)), max(cw, math.ceil(w * scale - 1e-6)))
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.tensor(np.asarray(image)).permute(2, 0, 1)[None].float()  # a copy: readers may give read-only arrays
     if size != (h, w):
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
     top, left = (size[0] - ch) // 2, (size[1] - cw) // 2
