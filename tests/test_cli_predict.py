@@ -17,7 +17,7 @@ from tools_helpers import (
 )
 
 import madis_stereo as ms
-from madis_stereo.outputs import relative_certainty
+from madis_stereo.inference import certainty
 from madis_stereo.visualize import colorize_disparity
 
 data_io = pytest.importorskip("madis_stereo.data.io")  # image and PFM readers (data branch)
@@ -74,7 +74,7 @@ def test_every_format(setup, tmp_path):
     np.testing.assert_array_equal(color, colorize_disparity(pfm, vmin=0, vmax=40))
     conf = np.asarray(Image.open(out / "scene_left_conf.png"))
     assert conf.dtype == np.uint8 and conf.ndim == 2
-    np.testing.assert_allclose(conf, np.round(relative_certainty(ref.confidence) * 255), atol=1)
+    np.testing.assert_allclose(conf, np.round(certainty(ref.confidence) * 255), atol=1)
 
     # depth: Z = baseline * f / (d + doffs), in mm
     depth = data_io.read_pfm(out / "scene_left_depth.pfm")
@@ -99,7 +99,7 @@ def test_focal_baseline_depth_npy_and_filters(setup, tmp_path):
     root, ckpt, left, right = setup
     ref = _reference(ckpt, left, right)
     depth_ref = 0.5 * 100 / ref.disparity.astype(np.float64)
-    sure = relative_certainty(ref.confidence)
+    sure = certainty(ref.confidence)
     max_depth, min_sure = float(np.percentile(depth_ref, 70)), float(np.percentile(sure, 20))
     out = tmp_path / "out"
     proc = cli("predict", left, right, "-o", out, "--checkpoint", ckpt, "--device", "cpu", "--format", "depth,ply",

@@ -23,6 +23,7 @@ import numpy as np
 
 from madis_stereo.errors import InputError
 from madis_stereo.fileio import atomic_path
+from madis_stereo.inference import certainty
 
 __all__ = [
     "FORMATS",
@@ -32,7 +33,6 @@ __all__ = [
     "certainty_png",
     "disparity_to_depth",
     "point_cloud",
-    "relative_certainty",
     "write_outputs",
     "write_ply",
 ]
@@ -112,7 +112,7 @@ def point_cloud(disparity: np.ndarray, image: np.ndarray, camera: Camera, *, cer
     Args:
         disparity: HxW left-image disparity (pixels).
         image: HxWx3 uint8 left image (point colours).
-        certainty: optional HxW map in (0, 1] (:func:`relative_certainty`), used with ``min_certainty``.
+        certainty: optional HxW map in (0, 1] (:func:`certainty`), used with ``min_certainty``.
         max_depth: drop points farther than this (unit of ``camera.baseline``).
 
     Returns:
@@ -180,17 +180,6 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | 
     return path
 
 
-def relative_certainty(confidence: np.ndarray, beta_s: float = 3.0) -> np.ndarray:
-    """Certainty in (0, 1) from the confidence logit c: 1 - sigmoid(c / beta_s), higher = surer.
-
-    This is the model's bounded log-scale c' = 2a(sigmoid(c / b) - 0.5) (METHOD.md section 3, a = b = 3)
-    mapped linearly from (-a, a) onto (1, 0): 1 = the smallest expected error the model can express,
-    0 = the largest, 0.5 = c = 0. (``inference.certainty`` = exp(-c') spans (e^-3, e^3) instead.)
-    """
-    c = np.asarray(confidence, dtype=np.float64)
-    return (1.0 / (1.0 + np.exp(c / beta_s))).astype(np.float32)
-
-
 def certainty_png(certainty: np.ndarray) -> np.ndarray:
     """A certainty map in [0, 1] as 8-bit grey levels round(255 * c) (white = sure); non-finite = 0."""
     c = np.nan_to_num(np.asarray(certainty, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
@@ -208,7 +197,7 @@ class OutputOptions:
 
     ``vmin``/``vmax``: fixed colour range of the ``color`` PNG (None = 0 and the 99th percentile);
     ``depth_format``: "pfm" or "npy"; ``max_depth`` / ``min_certainty``: point-cloud filters (the latter on
-    :func:`relative_certainty`, 0..1).
+    :func:`certainty`, 0..1).
     """
 
     formats: tuple[str, ...] = ("color",)
@@ -244,7 +233,7 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
 
     File names: ``<name>_color.png`` (coloured disparity), ``<name>_disp16.png`` (KITTI uint16, d * 256),
     ``<name>.pfm`` / ``<name>.npy`` (float32 disparity), ``<name>_depth.pfm|.npy`` (depth, +inf invalid),
-    ``<name>.ply`` (coloured points), ``<name>_conf.png`` (:func:`relative_certainty`, 8-bit, white = sure).
+    ``<name>.ply`` (coloured points), ``<name>_conf.png`` (:func:`certainty`, 8-bit, white = sure).
     ``confidence`` is the raw confidence logit of :class:`~madis_stereo.inference.Prediction`.
     """
     from madis_stereo.data.io import write_kitti_disparity, write_pfm
@@ -267,7 +256,7 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
         elif fmt == "npy":
             _save_npy(path, np.asarray(disparity, dtype=np.float32))
         elif fmt == "conf":
-            sure = relative_certainty(confidence) if sure is None else sure
+            sure = certainty(confidence) if sure is None else sure
             save_png(path, certainty_png(sure))
         elif fmt == "depth" and camera is not None:
             depth = disparity_to_depth(disparity, camera)
@@ -278,7 +267,7 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
                 _save_npy(path, depth)
         elif fmt == "ply" and camera is not None:
             if options.min_certainty is not None and sure is None:
-                sure = relative_certainty(confidence)
+                sure = certainty(confidence)
             points, colors = point_cloud(disparity, image, camera, certainty=sure,
                                          min_certainty=options.min_certainty, max_depth=options.max_depth)
             write_ply(path, points, colors, comments=(f"madis-stereo point cloud of {name}, unit {camera.unit}",))
