@@ -79,7 +79,7 @@ class SceneFlow(StereoDataset):
             if folder is None:
                 self._note(f"{name}: not found (looked for {self.root}/{_SCENEFLOW[name][0][0]} and similar)")
                 continue
-            found = self._frames(name, folder, split, pass_, parts)
+            found = self._frames(name, folder, split, pass_, parts, explicit=subset != "all")
             self.counts[name] = len(found)
             frames += found
         self._set_frames(frames, f"frames_{pass_}pass/.../left/*.png with disparity/.../left/*.pfm")
@@ -93,10 +93,14 @@ class SceneFlow(StereoDataset):
             return self.root
         return None
 
-    def _frames(self, name: str, folder: Path, split: str, pass_: str, parts: tuple[str, ...]) -> list[Frame]:
+    def _frames(self, name: str, folder: Path, split: str, pass_: str, parts: tuple[str, ...],
+                explicit: bool) -> list[Frame]:
         frames_dir, ext = folder / f"frames_{pass_}pass", "png"
         if not frames_dir.is_dir() and (folder / f"frames_{pass_}pass_webp").is_dir():
             frames_dir, ext = folder / f"frames_{pass_}pass_webp", "webp"
+        if not frames_dir.is_dir() and not explicit:  # e.g. only the other pass was downloaded
+            self._note(f"{name}: {frames_dir} not found (no {pass_} pass images)")
+            return []
         self._require_dir(frames_dir, f"SceneFlow {name} images frames_{pass_}pass/")
         disp_dir = self._require_dir(folder / "disparity", f"SceneFlow {name} disparity PFMs disparity/")
         pattern = _SCENEFLOW[name][1]

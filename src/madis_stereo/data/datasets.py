@@ -50,6 +50,9 @@ def build_dataset(spec: dict[str, Any]) -> Any:
     cls = DATASETS[name]
     spec_cls = cls.Spec
     for key, field_name in getattr(spec_cls, "KEY_ALIASES", {}).items():
+        if field_name in spec:  # only the YAML spelling is a key
+            raise ConfigError(f"dataset '{name}': unknown config key(s) '{field_name}'; valid keys: "
+                              f"{', '.join(sorted(dataset_keys(name)))}")
         if key in spec:
             spec[field_name] = spec.pop(key)
     required = [f.name for f in dataclasses.fields(spec_cls)
