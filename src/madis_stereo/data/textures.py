@@ -92,7 +92,7 @@ def _noise_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _pattern_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    period = float(2 ** rng.uniform(1.6, 5.5))
+    period = float(2 ** rng.uniform(2.0, 5.5))
     theta = float(rng.uniform(0, math.pi))
     yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
     u = xx * np.float32(math.cos(theta)) + yy * np.float32(math.sin(theta))
