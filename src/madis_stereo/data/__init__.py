@@ -1,7 +1,10 @@
 """Stereo data: file formats, benchmark datasets, a synthetic generator, augmentation, training wrapper.
 
-See docs/DATA.md for the folder layout each dataset expects.
+See docs/DATA.md for the folder layout each dataset expects. ``TrainingDataset`` and ``worker_init_fn``
+(torch) are imported on first use, so that reading files does not pay for importing torch.
 """
+
+from typing import Any
 
 from madis_stereo.data.augment import AugmentConfig, Augmentor, ColorParams, apply_color, draw_color
 from madis_stereo.data.base import Frame, StereoDataset, load_frame
@@ -20,7 +23,6 @@ from madis_stereo.data.io import (
     write_pfm,
 )
 from madis_stereo.data.synthetic import SyntheticConfig, SyntheticRender, SyntheticStereo
-from madis_stereo.data.training import TrainingDataset, worker_init_fn
 
 __all__ = [
     "DATASETS",
@@ -57,3 +59,11 @@ __all__ = [
     "write_kitti_disparity",
     "write_pfm",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("TrainingDataset", "worker_init_fn"):
+        from madis_stereo.data import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'madis_stereo.data' has no attribute '{name}'")

@@ -145,6 +145,7 @@ class _Kitti(StereoDataset):
         self.has_gt = split == "train"
         self.title = f"{self.title} ({split})"
         left_name, right_name, occ_name, noc_name = self.folders
+        self._require_dir(self.root, f"a {type(self).title} folder with training/ and testing/")
         base = self._require_dir(self.root / ("training" if split == "train" else "testing"),
                                  f"the KITTI {'training' if split == 'train' else 'testing'}/ folder")
         left_dir = self._require_dir(base / left_name, f"left images {left_name}/NNNNNN_10.png")
@@ -202,6 +203,7 @@ class ETH3D(StereoDataset):
         check_choice(split, SPLITS, "split")
         self.title = f"ETH3D two-view ({split})"
         self.has_gt = split == "train"
+        self._require_dir(self.root, "an ETH3D folder with two_view_training/, two_view_training_gt/, two_view_test/")
         images = self._require_dir(self.root / ("two_view_training" if self.has_gt else "two_view_test"),
                                    "ETH3D scene folders <scene>/im0.png, im1.png, calib.txt")
         gt_dir = self._require_dir(self.root / "two_view_training_gt", "ETH3D GT <scene>/disp0GT.pfm") \

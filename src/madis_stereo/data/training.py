@@ -61,5 +61,7 @@ class TrainingDataset(torch.utils.data.Dataset):
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (workers already run in parallel)."""
-    cv2.setNumThreads(1)
+    """DataLoader ``worker_init_fn``: OpenCV runs sequentially inside each worker (the workers already run
+    in parallel). ``setNumThreads(0)``, not 1: in a forked child, resizing the inherited thread pool to one
+    thread can wait forever for threads that were not forked."""
+    cv2.setNumThreads(0)
