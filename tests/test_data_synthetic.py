@@ -129,6 +129,10 @@ def test_sample_format_and_disparity_range():
     assert ds.get(1, epoch=2)["name"] == "synthetic/0/7"
     with pytest.raises(IndexError):
         ds[-1]
+    fast = SyntheticStereo(SyntheticConfig(size=(40, 80), min_disparity=2.0, max_disparity=30.0,
+                                           occlusion_mask=False))
+    assert fast[1]["nonocc"] is None
+    np.testing.assert_array_equal(fast[1]["left"], ds[1]["left"])  # the mask costs time, not randomness
 
 
 def test_config_is_validated():

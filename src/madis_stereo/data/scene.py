@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from madis_stereo.data.shapes import Shape, random_shape
-from madis_stereo.data.textures import random_texture
+from madis_stereo.data.textures import multiply, pick, random_texture
 
 if TYPE_CHECKING:
     from madis_stereo.data.synthetic import SyntheticConfig
@@ -27,7 +27,8 @@ MAX_SLANT = 0.3  # |dd/dx| of objects; keeps 1 - a well away from 0 (no surface 
 @dataclasses.dataclass
 class Layer:
     """A textured planar surface: disparity ``a x + b y + c`` over ``shape`` (None = everywhere in
-    ``box``); texture pixel (0, 0) sits at left position (ox, oy); ``gain`` = (left, right) brightness;
+    ``box``); texture pixel (0, 0) sits at left position (ox, oy) and ``scale`` texture pixels span one
+    image pixel (< 1: a smooth, defocused-looking surface); ``gain`` = (left, right) brightness;
     ``specular`` = (x, y, sigma, amplitude, shift) of a highlight or None."""
 
     a: float
@@ -40,6 +41,7 @@ class Layer:
     box: tuple[float, float, float, float]
     gain: tuple[float, float] = (1.0, 1.0)
     specular: tuple[float, float, float, float, float] | None = None
+    scale: float = 1.0
 
     def disparity(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.float32(self.a) * x + np.float32(self.b) * y + np.float32(self.c)
@@ -59,7 +61,8 @@ class Layer:
             matrix = [[inv, inv * self.b, inv * (x0 + self.b * y0 + self.c) - self.ox], [0.0, 1.0, y0 - self.oy]]
         else:
             matrix = [[1.0, 0.0, x0 - self.ox], [0.0, 1.0, y0 - self.oy]]
-        return cv2.warpAffine(self.texture, np.asarray(matrix, dtype=np.float64), (width, height),
+        matrix = np.asarray(matrix, dtype=np.float64) * self.scale
+        return cv2.warpAffine(self.texture, matrix, (width, height),
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
 
     def corner_disparities(self) -> list[float]:
@@ -79,18 +82,19 @@ class Layer:
 
 
 def _textured(rng: np.random.Generator, cfg: SyntheticConfig, box: tuple[float, float, float, float],
-              shade: bool) -> tuple[np.ndarray, float, float]:
-    """A uint8 texture covering ``box`` (random sub-pixel origin), optionally with a shading gradient."""
+              shade: bool) -> dict:
+    """Layer keywords for a uint8 texture covering ``box``: random sub-pixel origin, texture resolution
+    1, 1/2 or 1/4 per image pixel (sharp or smooth surfaces), optionally a shading gradient."""
     x0, y0, x1, y1 = box
     ox, oy = x0 - 1 - float(rng.random()), y0 - 1 - float(rng.random())
-    w, h = int(math.ceil(x1 - x0)) + 4, int(math.ceil(y1 - y0)) + 4
+    scale = (1.0, 0.5, 0.25)[pick(rng, (0.65, 0.25, 0.1))]
+    w, h = int(math.ceil((x1 - x0 + 4) * scale)) + 2, int(math.ceil((y1 - y0 + 4) * scale)) + 2
     texture = random_texture(rng, h, w, cfg.textureless_prob)
     if shade and rng.random() < 0.5:
-        gx, gy = rng.uniform(-0.4, 0.4, 2).astype(np.float32)
+        gx, gy = rng.uniform(-0.4, 0.4, 2)
         ramp_x, ramp_y = np.linspace(-gx, gx, w, dtype=np.float32), np.linspace(-gy, gy, h, dtype=np.float32)
-        ramp = 1 + ramp_x[None, :] + ramp_y[:, None]
-        texture = texture * ramp[:, :, None]
-    return cv2.convertScaleAbs(texture, alpha=255.0), ox, oy  # texture >= 0; uint8 halves the sampling cost
+        texture = multiply(texture, 1 + ramp_x[None, :] + ramp_y[:, None])
+    return {"texture": texture, "ox": ox, "oy": oy, "scale": scale}
 
 
 def _fit(a: float, b: float, d0: float, half_w: float, half_h: float, lo: float, hi: float) -> tuple[float, float]:
@@ -114,8 +118,7 @@ def _background(rng, cfg, canvas) -> Layer:
     # the right view sees left x up to W + d: the texture need not cover the whole canvas
     reach = max(a * x + b * y + c for x in (xlo, xhi) for y in (0, height))
     box = (xlo, -1.0, min(xhi, width + reach + 3), float(height))
-    texture, ox, oy = _textured(rng, cfg, box, shade=True)
-    return Layer(a, b, c, None, texture, ox, oy, box)
+    return Layer(a, b, c, None, box=box, **_textured(rng, cfg, box, shade=True))
 
 
 def _extra_plane(rng, cfg, background: Layer, canvas) -> Layer | None:
@@ -146,8 +149,7 @@ def _extra_plane(rng, cfg, background: Layer, canvas) -> Layer | None:
     if rows.size == 0 or cols.size == 0:
         return None
     box = (float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1]))
-    texture, ox, oy = _textured(rng, cfg, box, shade=True)
-    return Layer(a, b, c, None, texture, ox, oy, box)
+    return Layer(a, b, c, None, box=box, **_textured(rng, cfg, box, shade=True))
 
 
 def _object(rng, cfg, planes: list[Layer], canvas) -> Layer | None:
@@ -168,14 +170,14 @@ def _object(rng, cfg, planes: list[Layer], canvas) -> Layer | None:
     if rng.random() < cfg.slant_prob:
         a, b = (float(v) for v in rng.uniform(-MAX_SLANT, MAX_SLANT, 2))
         a, b = _fit(a, b, d0, max(cx - box[0], box[2] - cx), max(cy - box[1], box[3] - cy), lo, hi)
-    texture, ox, oy = _textured(rng, cfg, box, shade=True)
+    texture = _textured(rng, cfg, box, shade=True)
     gain = (1.0, math.exp(rng.normal(0, 0.06 * cfg.lighting))) if cfg.lighting > 0 else (1.0, 1.0)
     specular = None
     if cfg.lighting > 0 and rng.random() < cfg.specular_prob:
         specular = (float(rng.uniform(box[0], box[2])), float(rng.uniform(box[1], box[3])),
                     float(rng.uniform(2, max(3.0, 0.5 * size))), float(rng.uniform(0.2, 0.8)) * min(1.0, cfg.lighting),
-                    float(rng.choice([-1, 1]) * rng.uniform(1, 10)))
-    return Layer(a, b, d0 - a * cx - b * cy, shape, texture, ox, oy, box, gain, specular)
+                    float((1 if rng.random() < 0.5 else -1) * rng.uniform(1, 10)))
+    return Layer(a, b, d0 - a * cx - b * cy, shape, box=box, gain=gain, specular=specular, **texture)
 
 
 def sample_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> list[Layer]:

@@ -1,8 +1,9 @@
 """Procedural and natural-image textures for the synthetic stereo renderer.
 
-Every texture is float32 ``h x w x 3`` in [0, 1]. Kinds: multi-scale value noise, stripes / checkers,
-crops of the natural images that ship with scikit-image (loaded once per process and cached), and flat or
-gently graded colour (textureless regions). All randomness comes from the generator passed in.
+Every texture is uint8 ``h x w x 3`` (8-bit work keeps the generator fast). Kinds: multi-scale value noise,
+stripes / checkers, crops of the natural images that ship with scikit-image (loaded once per process and
+cached), and flat or gently graded colour (textureless regions). All randomness comes from the generator
+passed in.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["NATURAL_IMAGES", "natural_images", "random_texture"]
+__all__ = ["NATURAL_IMAGES", "multiply", "natural_images", "pick", "random_texture"]
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +48,40 @@ def natural_images() -> tuple[np.ndarray, ...]:
     return tuple(images)
 
 
+def pick(rng: np.random.Generator, weights: tuple[float, ...]) -> int:
+    """Index drawn with the given probabilities (cheaper than ``rng.choice`` for a handful of options)."""
+    return min(int(np.searchsorted(np.cumsum(weights), rng.random() * sum(weights), side="right")), len(weights) - 1)
+
+
 def _colour(rng: np.random.Generator) -> np.ndarray:
-    return rng.random(3, dtype=np.float32)
+    return rng.random(3) * 255
 
 
-def _palette(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Map values in [0, 1] (``h x w``) through a random 2- or 3-colour ramp (a 256-entry lookup)."""
-    t = np.linspace(0, 1, 256, dtype=np.float32)[:, None]
+def _to_u8(values: np.ndarray) -> np.ndarray:
+    """Float values in [0, 1] (any shape) -> uint8, rounded and saturated."""
+    return cv2.convertScaleAbs(values, alpha=255.0)  # callers' values are >= 0: the abs is a no-op
+
+
+def _palette(index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Colour a uint8 ``h x w`` map through a random 2- or 3-colour ramp (a 256-entry lookup)."""
+    t = np.linspace(0, 1, 256)[:, None]
     if rng.random() < 0.5:
         c0, c1 = _colour(rng), _colour(rng)
         lut = c0 + t * (c1 - c0)
     else:
         c0, c1, c2 = _colour(rng), _colour(rng), _colour(rng)
         lut = np.where(t < 0.5, c0 + 2 * t * (c1 - c0), c1 + (2 * t - 1) * (c2 - c1))
-    index = cv2.convertScaleAbs(values, alpha=255.0)  # values >= 0: rounds and saturates to uint8
-    return np.take(lut, index, axis=0)
+    return np.take(np.round(lut).astype(np.uint8), index, axis=0)
+
+
+def multiply(image: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """uint8 ``h x w x 3`` times a float32 ``h x w`` factor map, saturated to uint8."""
+    return cv2.multiply(image, cv2.merge([factor, factor, factor]), dtype=cv2.CV_8U)
 
 
 def _noise(rng: np.random.Generator, h: int, w: int, channels: int) -> np.ndarray:
     """Value noise: octaves with cells from ``fine`` pixels up to 2^(n-1) times larger, summed coarse to
-    fine on a pyramid (each level upsampled and added to), normalised to [0, 1]."""
+    fine on a pyramid (each level upsampled and added to), normalised to [0, 1] (float32)."""
     fine = 2 ** rng.uniform(0.6, 4.5)
     octaves = int(rng.integers(2, 6))
     persistence = np.float32(rng.uniform(0.35, 0.85))
@@ -78,17 +93,17 @@ def _noise(rng: np.random.Generator, h: int, w: int, channels: int) -> np.ndarra
         total = grid if total is None else grid + cv2.resize(total, (gw, gh), interpolation=cv2.INTER_LINEAR)
     up = cv2.resize(total, (int(round(total.shape[1] * fine)), int(round(total.shape[0] * fine))),
                     interpolation=cv2.INTER_CUBIC)[:h, :w]
-    lo, hi = float(up.min()), float(up.max())
+    lo, hi = cv2.minMaxLoc(up.reshape(h, -1))[:2]
     return (up - np.float32(lo)) * np.float32(1 / max(hi - lo, 1e-6))
 
 
 def _noise_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     if rng.random() < 0.3:
-        return _noise(rng, h, w, 3)
+        return _to_u8(_noise(rng, h, w, 3))
     values = _noise(rng, h, w, 1)
     if rng.random() < 0.3:  # blotches: sharpen the noise into patches
         values = 1 / (1 + np.exp(-(values - 0.5) * np.float32(rng.uniform(6, 30))))
-    return _palette(values, rng)
+    return _palette(_to_u8(values), rng)
 
 
 def _pattern_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -104,9 +119,9 @@ def _pattern_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     else:  # checker
         v = yy * np.float32(math.cos(theta)) - xx * np.float32(math.sin(theta))
         values = np.mod(np.floor(u / np.float32(period)) + np.floor(v / np.float32(period)), 2).astype(np.float32)
-    texture = _palette(values, rng)
+    texture = _palette(_to_u8(values), rng)
     if rng.random() < 0.5:  # dirt on the pattern
-        texture *= 0.75 + 0.25 * _noise(rng, h, w, 1)[:, :, None]
+        texture = multiply(texture, 0.75 + 0.25 * _noise(rng, h, w, 1))
     return texture
 
 
@@ -129,35 +144,34 @@ def _natural_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     if rng.random() < 0.5:
         crop = crop[::-1]
     method = cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR
-    crop = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=method).astype(np.float32)
-    crop *= np.float32(1 / 255)
+    crop = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=method)
     if crop.ndim == 2:
-        return _palette(crop, rng) if rng.random() < 0.6 else np.repeat(crop[:, :, None], 3, axis=2)
+        return _palette(crop, rng) if rng.random() < 0.6 else cv2.merge([crop, crop, crop])
     if rng.random() < 0.3:
-        crop = crop[:, :, rng.permutation(3)]
+        crop = np.ascontiguousarray(crop[:, :, rng.permutation(3)])
     return crop
 
 
 def _flat_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Textureless: one colour, or a faint smooth gradient."""
-    colour = _colour(rng)
-    texture = np.broadcast_to(colour, (h, w, 3)).astype(np.float32)
+    texture = np.empty((h, w, 3), np.uint8)
+    texture[:] = np.round(_colour(rng)).astype(np.uint8)
     if rng.random() < 0.5:
-        ramp = np.linspace(-1, 1, w if rng.random() < 0.5 else h, dtype=np.float32)
-        ramp = ramp[None, :, None] if ramp.size == w else ramp[:, None, None]
-        texture = texture * (1 + np.float32(rng.uniform(-0.15, 0.15)) * ramp)
+        along_x = rng.random() < 0.5
+        ramp = 1 + np.float32(rng.uniform(-0.15, 0.15)) * np.linspace(-1, 1, w if along_x else h, dtype=np.float32)
+        ramp = np.broadcast_to(ramp[None, :] if along_x else ramp[:, None], (h, w))
+        texture = multiply(texture, np.ascontiguousarray(ramp))
     return texture
 
 
 def random_texture(rng: np.random.Generator, h: int, w: int, textureless_prob: float = 0.1) -> np.ndarray:
-    """A random texture of ``h x w`` pixels (float32 ``h x w x 3`` in [0, 1])."""
+    """A random texture of ``h x w`` pixels (uint8 ``h x w x 3``)."""
     if rng.random() < textureless_prob:
         return _flat_texture(rng, h, w)
-    kind = rng.choice(3, p=[0.5, 0.32, 0.18])
-    maker = (_natural_texture, _noise_texture, _pattern_texture)[int(kind)]
+    maker = (_natural_texture, _noise_texture, _pattern_texture)[pick(rng, (0.5, 0.32, 0.18))]
     texture = maker(rng, h, w)
-    if rng.random() < 0.4:  # lower the contrast (stays within [0, 1])
-        mean = texture.mean(axis=(0, 1), dtype=np.float32)
-        keep = np.float32(rng.uniform(0.3, 1.0))
-        texture = texture * keep + mean * (1 - keep)
+    if rng.random() < 0.4:  # lower the contrast around the mean level
+        mean = float(np.mean(cv2.mean(texture)[:3]))
+        keep = float(rng.uniform(0.3, 1.0))
+        texture = cv2.LUT(texture, np.round(mean + (np.arange(256) - mean) * keep).astype(np.uint8))
     return texture
