@@ -87,7 +87,7 @@ def _textured(rng: np.random.Generator, cfg: SyntheticConfig, box: tuple[float, 
     1, 1/2 or 1/4 per image pixel (sharp or smooth surfaces), optionally a shading gradient."""
     x0, y0, x1, y1 = box
     ox, oy = x0 - 1 - float(rng.random()), y0 - 1 - float(rng.random())
-    scale = (1.0, 0.5, 0.25)[pick(rng, (0.65, 0.25, 0.1))]
+    scale = (1.0, 0.5, 0.25)[pick(rng, (0.7, 0.22, 0.08))]
     w, h = int(math.ceil((x1 - x0 + 4) * scale)) + 2, int(math.ceil((y1 - y0 + 4) * scale)) + 2
     texture = random_texture(rng, h, w, cfg.textureless_prob)
     if shade and rng.random() < 0.5:

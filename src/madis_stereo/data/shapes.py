@@ -20,7 +20,11 @@ _ANGLES = 4096  # angular resolution of the tabulated outline of star-shaped reg
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-    """A region of the plane around (cx, cy), rotated by ``angle`` (radians)."""
+    """A region of the plane around (cx, cy), rotated by ``angle`` (radians).
+
+    ``contains(x, y)``: x and y are float32 arrays that broadcast together (e.g. ``1 x W`` and ``H x 1``,
+    or two ``N`` vectors); returns a bool array of the broadcast shape.
+    """
 
     cx: float
     cy: float
@@ -54,7 +58,7 @@ class Ellipse(Shape):
     def radius(self) -> float:
         return max(self.rx, self.ry)
 
-    def contains(self, x, y):
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         u, v = self.local(x, y)
         return (u / np.float32(self.rx)) ** 2 + (v / np.float32(self.ry)) ** 2 <= 1
 
@@ -65,7 +69,7 @@ class Ring(Ellipse):
 
     inner: float = 0.5
 
-    def contains(self, x, y):
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         u, v = self.local(x, y)
         r2 = (u / np.float32(self.rx)) ** 2 + (v / np.float32(self.ry)) ** 2
         return (r2 <= 1) & (r2 >= np.float32(self.inner**2))
@@ -80,7 +84,7 @@ class Box(Shape):
     def radius(self) -> float:
         return math.hypot(self.hx, self.hy)
 
-    def contains(self, x, y):
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         u, v = self.local(x, y)
         return (np.abs(u) <= self.hx) & (np.abs(v) <= self.hy)
 
@@ -100,14 +104,14 @@ class Fence(Shape):
     def radius(self) -> float:
         return math.hypot(self.length / 2, self.spacing * self.count / 2) + self.half_width
 
-    def _bars(self, u, v):
+    def _bars(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         extent = self.spacing * (self.count - 1) / 2
         t = (v + np.float32(extent)) * np.float32(1 / self.spacing)  # bar centres at integer t
         frac = t - np.floor(t)  # (np.mod is several times slower)
         near = np.abs(frac - np.float32(0.5)) >= np.float32(0.5 - self.half_width / self.spacing)
         return near & (np.abs(u) <= self.length / 2) & (np.abs(v) <= extent + self.half_width)
 
-    def contains(self, x, y):
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         u, v = self.local(x, y)
         inside = self._bars(u, v)
         return inside | self._bars(v, u) if self.cross else inside
@@ -158,7 +162,7 @@ class Radial(Shape):
         phi = (np.arange(_ANGLES + 1, dtype=np.float64) + 0.5) * (2 * math.pi / _ANGLES) - math.pi
         return ((self.r0 * self.outline(phi)) ** 2).astype(np.float32)
 
-    def contains(self, x, y):
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         u, v = self.local(x, y)
         v = v / np.float32(self.aspect)
         # int32, not intp: the float32 -> int64 conversion is several times slower

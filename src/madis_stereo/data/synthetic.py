@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -52,7 +53,7 @@ class SyntheticConfig:
     thin_prob: float = 0.2
     slant_prob: float = 0.5
     max_extra_planes: int = 2
-    textureless_prob: float = 0.1
+    textureless_prob: float = 0.08
     lighting: float = 1.0
     specular_prob: float = 0.2
     noise_std: float = 0.02
@@ -89,7 +90,8 @@ class SyntheticRender:
     layers: list[Layer]
 
 
-def _draw_view(layers: list[Layer], height: int, width: int, right: bool):
+def _draw_view(layers: list[Layer], height: int, width: int,
+               right: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Z-buffer the layers into one view: uint8 image, disparity (in that view) and layer labels."""
     image = np.zeros((height, width, 3), np.uint8)
     zbuf = np.full((height, width), -np.inf, np.float32)
@@ -191,9 +193,10 @@ def _photometric(image: np.ndarray, rng: np.random.Generator, cfg: SyntheticConf
     """Blur, per-view gain/bias/gamma (a lookup table) and sensor noise on a uint8 image."""
     out = cv2.GaussianBlur(image, (0, 0), blur) if blur > 0 else image
     if cfg.lighting > 0:
-        gain = math.exp(rng.uniform(-0.2, 0.2) * cfg.lighting)
-        bias = rng.uniform(-0.04, 0.04) * cfg.lighting
-        gamma = math.exp(rng.uniform(-0.15, 0.15) * cfg.lighting)
+        # mild global differences: training augmentation adds strong asymmetric colour jitter anyway
+        gain = math.exp(rng.uniform(-0.1, 0.1) * cfg.lighting)
+        bias = rng.uniform(-0.02, 0.02) * cfg.lighting
+        gamma = math.exp(rng.uniform(-0.08, 0.08) * cfg.lighting)
         lut = np.clip(((np.arange(256) / 255.0) ** gamma * gain + bias) * 255 + 0.5, 0, 255).astype(np.uint8)
         out = cv2.LUT(out, lut)
     if cfg.noise_std > 0 and rng.random() < 0.7:
@@ -261,7 +264,7 @@ class SyntheticStereo:
         return {"left": out.left, "right": out.right, "disparity": out.disparity, "nonocc": out.nonocc,
                 "calib": None, "name": f"synthetic/{self.config.seed}/{index}"}
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Sample]:
         return (self[i] for i in range(len(self)))
 
     def get(self, index: int, epoch: int = 0) -> Sample:

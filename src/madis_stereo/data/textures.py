@@ -170,7 +170,7 @@ def random_texture(rng: np.random.Generator, h: int, w: int, textureless_prob: f
         return _flat_texture(rng, h, w)
     maker = (_natural_texture, _noise_texture, _pattern_texture)[pick(rng, (0.5, 0.32, 0.18))]
     texture = maker(rng, h, w)
-    if rng.random() < 0.4:  # lower the contrast around the mean level
+    if rng.random() < 0.3:  # lower the contrast around the mean level
         mean = float(np.mean(cv2.mean(texture)[:3]))
         keep = float(rng.uniform(0.3, 1.0))
         texture = cv2.LUT(texture, np.round(mean + (np.arange(256) - mean) * keep).astype(np.uint8))
