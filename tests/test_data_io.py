@@ -51,6 +51,8 @@ def test_pfm_rows_are_stored_bottom_to_top(tmp_path):
     # header tokens may be split over lines differently; little-endian by negative scale
     path.write_bytes(b"Pf 3\n2 -2.5\n" + data.astype("<f4").tobytes())
     np.testing.assert_array_equal(read_pfm(path), [[4, 5, 6], [1, 2, 3]])
+    path.write_bytes(b"Pf\r\n3 2\r\n-1.0\r\n" + data.astype("<f4").tobytes())
+    np.testing.assert_array_equal(read_pfm(path), [[4, 5, 6], [1, 2, 3]])
 
 
 def test_kitti_png_round_trip(tmp_path):

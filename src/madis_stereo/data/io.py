@@ -99,6 +99,8 @@ def read_pfm(path: PathLike) -> np.ndarray:
         raise DataError(f"{path}: bad PFM header (width {width}, height {height}, scale {scale})")
     channels = 3 if tokens[0] == b"PF" else 1
     count = width * height * channels
+    if raw[offset - 1 : offset + 1] == b"\r\n" and len(raw) - offset - 1 == 4 * count:
+        offset += 1  # a header written with Windows line ends
     available = len(raw) - offset
     if available < 4 * count:
         raise DataError(f"{path}: truncated PFM: {width}x{height}x{channels} needs {4 * count} data bytes, "
