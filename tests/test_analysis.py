@@ -125,7 +125,6 @@ def test_attention_distance_needs_pairs():
 
 
 def test_analyze_command_on_the_croco_fixture(tmp_path, croco_dir):
-    pytest.importorskip("madis_stereo.data.io")  # image reader (data branch)
     left, right = write_pair(tmp_path, "scene", height=80, width=150)
     ckpt = croco_dir / "croco_stereo_tiny.pth"
     out_json, out_png = tmp_path / "mad.json", tmp_path / "mad.png"

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 
+import data_layouts as layouts  # noqa: E402
 import numpy as np
 import pytest
 from tools_helpers import cli, make_tiny_checkpoint, run_cli, single_thread
 
 import madis_stereo as ms
-from madis_stereo.metrics import PROTOCOLS, evaluate_protocol
-
-data_io = pytest.importorskip("madis_stereo.data.io")  # dataset readers (data branch)
-layouts = pytest.importorskip("data_layouts")
 from madis_stereo.data import build_dataset  # noqa: E402
+from madis_stereo.data import io as data_io  # noqa: E402
+from madis_stereo.metrics import PROTOCOLS, evaluate_protocol
 
 
 @pytest.fixture(autouse=True, scope="module")

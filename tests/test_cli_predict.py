@@ -17,10 +17,9 @@ from tools_helpers import (
 )
 
 import madis_stereo as ms
+from madis_stereo.data import io as data_io  # noqa: E402
 from madis_stereo.inference import certainty
 from madis_stereo.visualize import colorize_disparity
-
-data_io = pytest.importorskip("madis_stereo.data.io")  # image and PFM readers (data branch)
 
 CALIB = """cam0=[120.5 0 70.25; 0 120.5 33.5; 0 0 1]
 cam1=[120.5 0 75.25; 0 120.5 33.5; 0 0 1]

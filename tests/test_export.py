@@ -10,8 +10,6 @@ from tools_helpers import cli, make_tiny_checkpoint, run_cli, single_thread, ste
 import madis_stereo as ms
 from madis_stereo.export import OnnxStereoModel, export_onnx, onnx_forward_seconds, onnx_session
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
 
 @pytest.fixture(autouse=True, scope="module")
 def _single_thread():

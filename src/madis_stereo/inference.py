@@ -172,7 +172,7 @@ def as_rgb_uint8(image: Any, name: str) -> np.ndarray:
     if isinstance(image, (str, Path)):
         from madis_stereo.data.io import read_image
 
-        return read_image(image)
+        image = read_image(image)
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
@@ -183,7 +183,8 @@ def as_rgb_uint8(image: Any, name: str) -> np.ndarray:
         if np.issubdtype(array.dtype, np.floating) and array.size and float(np.nanmax(array)) <= 1.0:
             array = array * 255.0
         array = np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(array)
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()  # torch.from_numpy warns on read-only arrays
 
 
 class Predictor:
