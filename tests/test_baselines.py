@@ -14,7 +14,7 @@ INF, NAN = np.inf, np.nan
 
 @pytest.fixture(scope="module")
 def motorcycle():
-    skimage_data = pytest.importorskip("skimage.data")
+    import skimage.data as skimage_data
     return skimage_data.stereo_motorcycle()  # left, right, gt (inf = unknown), quarter resolution
 
 

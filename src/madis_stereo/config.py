@@ -325,9 +325,10 @@ PRESETS: dict[str, ModelConfig] = {
         enc_embed_dim=96, enc_depth=4, enc_num_heads=4, dec_embed_dim=96, dec_depth=4, dec_num_heads=4,
         dpt_layer_dims=(24, 48, 96, 192), dpt_feature_dim=64, dpt_last_dim=32, crop=(128, 256),
     ),
+    # ~12M parameters: the bundled model's size (24 MB in fp16).
     "small": ModelConfig(
-        enc_embed_dim=256, enc_depth=6, enc_num_heads=4, dec_embed_dim=256, dec_depth=6, dec_num_heads=4,
-        dpt_layer_dims=(48, 96, 192, 384), dpt_feature_dim=128, dpt_last_dim=32, crop=(256, 512),
+        enc_embed_dim=256, enc_depth=6, enc_num_heads=4, dec_embed_dim=256, dec_depth=4, dec_num_heads=4,
+        dpt_layer_dims=(32, 64, 128, 256), dpt_feature_dim=96, dpt_last_dim=32, crop=(256, 512),
     ),
     # CroCo v2 architectures (METHOD.md section 1).
     "vitb_smalldec": ModelConfig(enc_embed_dim=768, enc_depth=12, enc_num_heads=12,

@@ -154,12 +154,17 @@ class Prediction:
     confidence: np.ndarray
 
 
-def certainty(confidence: np.ndarray | Tensor, a: float = 3.0, b: float = 3.0) -> Any:
-    """exp(-c') in (0, 1], higher = surer, with c' = 2a(sigmoid(c/b) - 0.5) the bounded log-scale of the loss."""
+def certainty(confidence: np.ndarray | Tensor, beta_s: float = 3.0) -> Any:
+    """Certainty in (0, 1) from the confidence logit c: ``1 - sigmoid(c / beta_s)``, higher = surer.
+
+    This is the bounded log-scale c' = 2a(sigmoid(c / b) - 0.5) of the loss (METHOD.md section 3, a = b = 3)
+    mapped linearly from (-a, a) onto (1, 0): 1 = the smallest expected error the model can express,
+    0 = the largest, 0.5 at c = 0.
+    """
     if isinstance(confidence, Tensor):
-        return torch.exp(-2 * a * (torch.sigmoid(confidence / b) - 0.5))
-    c = np.asarray(confidence, dtype=np.float32)
-    return np.exp(-2 * a * (1.0 / (1.0 + np.exp(-c / b)) - 0.5)).astype(np.float32)
+        return torch.sigmoid(-confidence / beta_s)
+    c = np.asarray(confidence, dtype=np.float64)
+    return (1.0 / (1.0 + np.exp(c / beta_s))).astype(np.float32)
 
 
 def as_rgb_uint8(image: Any, name: str) -> np.ndarray:
@@ -167,7 +172,7 @@ def as_rgb_uint8(image: Any, name: str) -> np.ndarray:
     if isinstance(image, (str, Path)):
         from madis_stereo.data.io import read_image
 
-        return read_image(image)
+        image = read_image(image)
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
@@ -178,7 +183,8 @@ def as_rgb_uint8(image: Any, name: str) -> np.ndarray:
         if np.issubdtype(array.dtype, np.floating) and array.size and float(np.nanmax(array)) <= 1.0:
             array = array * 255.0
         array = np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(array)
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()  # torch.from_numpy warns on read-only arrays
 
 
 class Predictor:

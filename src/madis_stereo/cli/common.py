@@ -41,3 +41,12 @@ def load_cli_model(args: argparse.Namespace) -> Any:
 def predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"crop": args.crop, "overlap": args.overlap, "device": args.device or default_device(),
             "precision": "bf16" if args.bf16 else "fp32", "tile_batch": args.tile_batch}
+
+
+def progress(iterable: Any, total: int | None, desc: str, unit: str, disable: bool = False) -> Any:
+    """A tqdm progress bar on stderr (``disable`` e.g. with --quiet)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr, dynamic_ncols=True)

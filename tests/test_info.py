@@ -1,0 +1,53 @@
+"""``madis-stereo info`` and the library function behind it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tools_helpers import cli, make_tiny_checkpoint, run_cli, single_thread
+
+import madis_stereo as ms
+from madis_stereo.checkpoint_info import checkpoint_info, format_checkpoint_info
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with single_thread():
+        yield
+
+
+def test_info_of_our_checkpoint(tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.safetensors", dataset="synthetic", steps=120,
+                                metrics={"val/epe": 1.25, "val/d1": 7.5})
+    info = checkpoint_info(ckpt)
+    model = ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128)))
+    assert info["format"] == "madis-stereo safetensors"
+    assert info["parameters"] == sum(p.numel() for p in model.state_dict().values())
+    assert info["metadata"] == {"dataset": "synthetic", "steps": 120, "metrics": {"val/epe": 1.25, "val/d1": 7.5}}
+    assert info["config"]["crop"] == [64, 128] and info["architecture"]["crop"] == [64, 128]
+    text = format_checkpoint_info(info)
+    assert "metrics.val/epe" in text and "1.25" in text and "96 dim / 4 blocks / 4 heads" in text
+
+
+def test_info_command_text_and_json(tmp_path, croco_dir):
+    proc = run_cli("info", croco_dir / "croco_stereo_tiny.pth", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["format"] == "CroCo-Stereo .pth"
+    assert info["config"]["enc_embed_dim"] == 64 and info["config"]["dec_depth"] == 8
+    assert info["architecture"]["dpt_hooks"] == [2, 5, 8, 11] and info["metadata"]["task"] == "stereo"
+    proc = cli("info", croco_dir / "croco_pretrain_tiny.pth")
+    assert proc.returncode == 0, proc.stderr
+    assert "CroCo v2 pretraining .pth" in proc.stdout
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    proc = cli("info", bad)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"madis-stereo info: error: {bad} is not a checkpoint (neither safetensors nor a " \
+                                  "PyTorch .pth file)"
+
+
+def test_info_missing_file(tmp_path):
+    with pytest.raises(ms.CheckpointError, match="not found"):
+        checkpoint_info(tmp_path / "none.safetensors")
