@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from toy_stereo import ToyStereo, toy_config
+from toy_stereo import ToyStereo, toy_config, write_toy_folder
 
 import madis_stereo as ms
 from madis_stereo.model.masking import visible_index
@@ -27,6 +27,23 @@ TOY = Path(__file__).resolve().parent / "toy_stereo.py"
 CPU = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread, here and in the subprocesses: on a CPU shared with other jobs, two OpenMP threads
+    that wait for each other at every operator make tiny steps 20x slower (seen on this 2-core machine), and
+    the exact-resume comparison needs the same thread count in every run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy_folder(tmp_path_factory) -> dict:
+    """A ``folder`` dataset spec of 16 toy pairs on disk (PNG images, PFM disparities with inf holes)."""
+    return write_toy_folder(tmp_path_factory.mktemp("toy_folder"), 16)
+
+
 def engine_for(**sections) -> Engine:
     cfg = load_train_config(toy_config(**sections))
     torch.manual_seed(0)
@@ -39,7 +56,11 @@ def batch_of(dataset, indices=(0, 1)) -> dict:
 
 def subprocess_env() -> dict:
     paths = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "madis_stereo.cli", *args]
 
 
 def write_config(path: Path, **sections) -> Path:
@@ -181,9 +202,11 @@ def test_gradient_accumulation_matches_one_big_batch():
 
 # --- the loop -------------------------------------------------------------------------------------------
 def test_tiny_training_loss_falls_and_teacher_trails_the_student(tmp_path):
-    cfg = load_train_config(toy_config(optim={"max_steps": 30}, run={"ckpt_every": 0, "val_every": 15}))
-    result = train(cfg, out_dir=tmp_path, train_dataset=ToyStereo(16),
-                   val_dataset=ToyStereo(2, seed=9, layout="hwc"))
+    recipe = ROOT / "configs" / "tiny_synthetic.yaml"
+    cfg = load_train_config(recipe, ["optim.max_steps=30", "optim.batch_size=2", "data.train.0.length=32",
+                                     "data.val.length=2", "run.val_every=15", "run.ckpt_every=0",
+                                     "run.num_workers=0", "run.device=cpu"])
+    result = train(cfg, out_dir=tmp_path)
     losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")]
     assert len(losses) == 30
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
@@ -221,18 +244,18 @@ def test_checkpoint_rotation_and_fresh_run_protection(tmp_path):
         train(cfg, out_dir=tmp_path, train_dataset=ToyStereo(8))
 
 
-def test_kill_and_resume_continues_the_same_loss_curve(tmp_path):
+def test_kill_and_resume_continues_the_same_loss_curve(tmp_path, toy_folder):
     steps = 20
-    sections = {"optim": {"max_steps": steps}, "run": {"ckpt_every": 4, "keep_last": 2}}
-    reference = train(load_train_config(toy_config(**sections)), out_dir=tmp_path / "ref",
-                      train_dataset=ToyStereo(16))
+    sections = {"data": {"train": [toy_folder]}, "optim": {"max_steps": steps},
+                "run": {"ckpt_every": 4, "keep_last": 2}}
+    reference = train(load_train_config(toy_config(**sections)), out_dir=tmp_path / "ref")
     expected = train_losses(reference.run_dir)
     assert sorted(expected) == list(range(1, steps + 1))
 
-    config = write_config(tmp_path / "toy.yaml", **sections)
     run = tmp_path / "run"
-    cmd = [sys.executable, str(TOY), str(config), "--out", str(run)]
-    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = write_config(tmp_path / "toy.yaml", **sections)
+    proc = subprocess.Popen(cli("train", str(config), "--out", str(run)), env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not ((run / "train_state.pt").exists() and max(train_losses(run), default=0) >= 5):
@@ -251,7 +274,8 @@ def test_kill_and_resume_continues_the_same_loss_curve(tmp_path):
     for ckpt in run.glob("ckpt_step*.safetensors"):
         ms.load_model(ckpt)
 
-    resumed = subprocess.run([*cmd, "--resume"], env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(cli("train", "--resume", str(run)), env=subprocess_env(), capture_output=True,
+                             text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"at step {killed_at}" in resumed.stderr
     got = train_losses(run)
@@ -260,12 +284,12 @@ def test_kill_and_resume_continues_the_same_loss_curve(tmp_path):
     assert not list(run.glob(".*.tmp"))
 
 
-def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
-    config = write_config(tmp_path / "toy.yaml", optim={"max_steps": 4}, run={"ckpt_every": 0})
+def test_two_process_gloo_training_keeps_ranks_identical(tmp_path, toy_folder):
+    config = write_config(tmp_path / "toy.yaml", data={"train": [toy_folder]}, optim={"max_steps": 4},
+                          run={"ckpt_every": 0})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(TOY), str(config), "--out", str(tmp_path / "run"), "--dump", str(tmp_path / "dump")]
-    done = subprocess.run(cmd, env={**subprocess_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / "dump" / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for part in ("student", "teacher"):

@@ -1,10 +1,11 @@
-"""A tiny stereo dataset for training tests (test-only; the library's data package provides the real ones).
+"""A tiny stereo dataset for training tests, in memory or written as a ``folder`` dataset.
 
 Each item is a blocky random texture seen by two cameras: ``right[x] = left[x + d]`` for a per-item integer
 disparity ``d``, so the left image's pixels at x < d have no match (their GT is +inf), and so has a random
-rectangle (GT holes, as in real datasets). Deterministic from (seed, epoch, index), like ``TrainingDataset``.
+rectangle (GT holes, as in KITTI: the EMA teacher's pseudo labels are used there). Deterministic from
+(seed, epoch, index), like ``TrainingDataset``.
 
-Run as a script it is a training entry point with these datasets (also under torchrun):
+Run as a script it is a training entry point that can also dump each rank's final weights (under torchrun):
 ``python tests/toy_stereo.py CONFIG.yaml [key=value ...] --out DIR [--resume] [--dump DIR]``.
 """
 
@@ -70,6 +71,22 @@ def toy_config(**sections) -> dict:
     return cfg
 
 
+def write_toy_folder(root: Path, length: int = 16, size: tuple[int, int] = (64, 128)) -> dict:
+    """Write ToyStereo items as PNG pairs and PFM disparities (inf holes); return the ``folder`` dataset spec."""
+    from madis_stereo.data import write_image, write_pfm
+
+    data = ToyStereo(length, size, layout="hwc")
+    for i in range(length):
+        item = data[i]
+        for view in ("left", "right"):
+            (root / view).mkdir(parents=True, exist_ok=True)
+            write_image(root / view / f"{i:04d}.png", item[view])
+        (root / "disp").mkdir(exist_ok=True)
+        write_pfm(root / "disp" / f"{i:04d}.pfm", item["disparity"])
+    return {"name": "folder", "root": str(root), "left": "left/*.png", "right": "right/*.png",
+            "disparity": "disp/*.pfm"}
+
+
 def main(argv: list[str]) -> int:
     import logging
 
@@ -82,11 +99,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--dump", help="write each rank's final student and teacher weights here")
-    parser.add_argument("--length", type=int, default=16)
     args = parser.parse_args(argv)
     cfg = load_train_config(args.config, args.overrides)
-    size = tuple(cfg.model.arch.crop)
-    result = train(cfg, out_dir=args.out, resume=args.resume, train_dataset=ToyStereo(args.length, size))
+    result = train(cfg, out_dir=args.out, resume=args.resume)
     if args.dump:
         rank = int(torch.distributed.get_rank()) if torch.distributed.is_initialized() else _env_rank()
         teacher = result.engine.teacher.state_dict() if result.engine.teacher is not None else {}
