@@ -134,3 +134,23 @@ def test_cli_needs_a_config_or_resume(tmp_path):
     assert out.returncode == 2 and "CONFIG.yaml" in out.stderr
     out = cli("train", "--resume", str(tmp_path))
     assert out.returncode == 2 and "config.yaml" in out.stderr
+
+
+def test_time_budget_fixes_the_run_length(tmp_path, monkeypatch):
+    """A fixed compute budget: after the calibration steps the run length is fixed from the measured pace."""
+    from madis_stereo.training import load_train_config, train
+    from madis_stereo.training import trainer as trainer_module
+
+    clock = iter(i * 0.1 for i in range(10**6))  # a deterministic clock: 0.1 s per reading
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: next(clock))
+    cfg = load_train_config({
+        "model": {"preset": "tiny", "crop": [32, 64], "dpt_hooks": [4, 5, 6, 7]},
+        "data": {"train": [{"name": "synthetic", "size": [32, 64], "length": 64, "max_disparity": 8}]},
+        "madis": {"enabled": False},
+        "optim": {"lr": 1e-4, "batch_size": 1, "max_steps": 100000, "warmup_steps": 5, "time_budget_s": 20.0},
+        "run": {"num_workers": 0, "device": "cpu", "ckpt_every": 0, "log_every": 0},
+    })
+    result = train(cfg, out_dir=tmp_path / "run")
+    # two clock readings per step (0.2 s): ~6 s used by step 30, (20 * 0.97 - 6) / 0.2 ~ 67 more steps
+    assert 90 <= result.step <= 100
+    assert result.checkpoint is not None and result.checkpoint.exists()

@@ -115,8 +115,11 @@ class TeacherConfig:
 class OptimConfig:
     """AdamW with linear warm-up then half-cosine to 0, per optimiser step.
 
-    Length: ``max_steps`` when set, else ``epochs`` passes over the training mixture. Warm-up:
-    ``warmup_steps`` when set, else ``warmup_epochs``. ``batch_size`` is per process; the effective batch is
+    Length: ``max_steps`` when set, else ``epochs`` passes over the training mixture; ``time_budget_s``
+    (a fixed compute budget) shortens the run to what fits in that many seconds of wall time: the length
+    is fixed once, after ``BUDGET_CALIBRATION_STEPS`` steps, from their measured pace, and the cosine
+    schedule ends there.
+    Warm-up: ``warmup_steps`` when set, else ``warmup_epochs``. ``batch_size`` is per process; the effective batch is
     batch_size x accum_steps x processes.
     """
 
@@ -131,8 +134,11 @@ class OptimConfig:
     accum_steps: int = 1
     clip_grad: float | None = None
     amp: str = "none"
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError("time_budget_s must be positive (or null for no budget)")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if self.lr < 0 or self.weight_decay < 0:

@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-__all__ = ["DistEnv", "ResumableSampler", "all_reduce_sum", "barrier", "pick_device", "setup", "teardown"]
+__all__ = ["DistEnv", "ResumableSampler", "all_reduce_sum", "barrier", "broadcast_from_main", "pick_device", "setup",
+           "teardown"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,15 @@ def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     """Sum over ranks (in place; identity for a single process)."""
     if env.distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_from_main(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Rank 0's value of ``tensor`` on every rank (in place)."""
+    if env.distributed:
+        moved = tensor.to(env.device)
+        dist.broadcast(moved, src=0)
+        tensor.copy_(moved.cpu())
     return tensor
 
 

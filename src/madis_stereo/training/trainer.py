@@ -38,6 +38,8 @@ __all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "TrainingError", "build_stud
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
+BUDGET_CALIBRATION_STEPS = 30  # steps timed before a time budget fixes the run length
+BUDGET_MARGIN = 0.97  # leave room for the final validation and checkpoint
 
 
 class TrainingError(RuntimeError):
@@ -94,6 +96,8 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.last_val: dict[str, float] = {}
         self.last_saved = -1
+        self.started = self.pace_mark = time.perf_counter()
+        self.budget_fixed = self.cfg.optim.time_budget_s is None
         if resume:
             self._resume()
         self.logger = RunLogger(self.run_dir, env.is_main, self.step if resume else None)
@@ -147,7 +151,27 @@ class Trainer:
         for _ in range(self.steps_per_epoch - self.position):
             yield [next(batches) for _ in range(o.accum_steps)]
 
+    def _fit_budget(self, bar: Any) -> None:
+        """Fix ``total_steps`` so that the run ends within ``optim.time_budget_s`` (same on every rank)."""
+        now = time.perf_counter()
+        elapsed = now - self.started
+        # the pace of the later calibration steps, after data-loader start-up
+        pace = (now - self.pace_mark) / (BUDGET_CALIBRATION_STEPS - BUDGET_CALIBRATION_STEPS // 3)
+        fits = int((self.cfg.optim.time_budget_s * BUDGET_MARGIN - elapsed) / pace)
+        total = torch.tensor(float(max(self.step + 1, min(self.total_steps, self.step + fits))))
+        D.broadcast_from_main(total, self.env)
+        self.total_steps = int(total.item())
+        self.warmup_steps = min(self.warmup_steps, self.total_steps)
+        self.budget_fixed = True
+        bar.total = self.total_steps
+        log.info("time budget %.0f s: %.3f s per step so far, the run ends at step %d",
+                 self.cfg.optim.time_budget_s, pace, self.total_steps)
+
     def _train_step(self, micro_batches: list[dict[str, Any]], bar: Any) -> None:
+        if not self.budget_fixed and self.step == BUDGET_CALIBRATION_STEPS // 3:
+            self.pace_mark = time.perf_counter()
+        if not self.budget_fixed and self.step == BUDGET_CALIBRATION_STEPS:
+            self._fit_budget(bar)
         start = time.perf_counter()
         lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.cfg.optim.lr)
         result = self.engine.step(micro_batches, self.step, lr)
@@ -220,7 +244,8 @@ class Trainer:
             return
         name = S.checkpoint_name(self.step)
         save_model(self.engine.model, self.run_dir / name, **self._provenance())
-        state = {"version": 1, "step": self.step, "epoch": self.epoch, "position": self.position,
+        state = {"version": 1, "step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
+                 "position": self.position,
                  "checkpoint": name, "engine": self.engine.state_dict(), "rng": S.capture_rng(),
                  "best": self.best, "nonfinite": self.nonfinite, "world_size": self.env.world_size}
         S.save_train_state(self.run_dir / S.STATE_NAME, state)
@@ -236,6 +261,8 @@ class Trainer:
         S.restore_rng(state["rng"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best, self.nonfinite, self.last_saved = state["best"], state["nonfinite"], state["step"]
+        if "total_steps" in state and state["step"] >= BUDGET_CALIBRATION_STEPS:
+            self.total_steps, self.budget_fixed = state["total_steps"], True
         if state["world_size"] != self.env.world_size:
             log.warning("resuming a %d-process run with %d processes: the data order after step %d differs",
                         state["world_size"], self.env.world_size, self.step)
