@@ -144,3 +144,12 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, monkeypatch):
     with pytest.raises(ms.CheckpointError, match="refusing to load"):
         ms.load_model(path)
     assert not marker.exists()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = ms.save_model(tiny_model(), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
