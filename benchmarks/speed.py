@@ -135,7 +135,7 @@ def build_runner(spec: dict, model: torch.nn.Module, device: torch.device):
             if tiled:
                 th, tw = tiled
                 big_l = torch.randn(1, 3, th, tw, generator=g).to(device)
-                return tiled_predict(net, big_l, big_l.roll(-8, dims=-1), crop=(h, w), overlap=0.7,
+                return tiled_predict(net, big_l, big_l.roll(-8, dims=-1), crop=(h, w), overlap=spec.get("overlap", 0.7),
                                      tile_batch=spec.get("tile_batch", 1))[0]
             return net(left, right).disparity
 
@@ -271,6 +271,7 @@ def main() -> None:
     parser.add_argument("--tiled", type=int, nargs=2, metavar=("H", "W"),
                         help="also time tiled inference of an H x W image (windows of --size)")
     parser.add_argument("--tile-batch", type=int, default=1)
+    parser.add_argument("--overlap", type=float, default=0.7, help="tile overlap for --tiled (default 0.7)")
     parser.add_argument("--precision", default="fp32,bf16")
     parser.add_argument("--backends", default="eager", help="comma list of eager, compiled, onnxruntime")
     parser.add_argument("--device", default="cpu")
@@ -292,7 +293,7 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="madis_speed_")
     base = {"preset": args.preset, "checkpoint": args.checkpoint, "size": args.size, "device": args.device,
             "threads": args.threads, "runs": args.runs, "warmup": args.warmup, "workdir": workdir,
-            "tile_batch": args.tile_batch}
+            "tile_batch": args.tile_batch, "overlap": args.overlap}
     rows = []
     for backend in args.backends.split(","):
         for precision in args.precision.split(","):

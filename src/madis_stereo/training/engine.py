@@ -178,12 +178,12 @@ class Engine:
         return {"loss": total, **terms}
 
     def _pseudo_labels(self, left: Tensor, right: Tensor, gt: Tensor) -> Tensor:
-        """Teacher disparity of the unmasked pair; skipped where every GT pixel is finite.
+        """Teacher disparity of the unmasked pair; skipped where every GT pixel is finite or distillation is off.
 
         The distillation loss uses pseudo labels only on pixels without finite GT, so with dense GT they cannot
         change the loss or its gradient (the term is exactly 0 either way); skipping saves the teacher forward.
         """
-        if bool(torch.isfinite(gt).all()):
+        if self.cfg.madis.weights.distill == 0 or bool(torch.isfinite(gt).all()):
             return torch.zeros_like(gt)
         with record_function("train/teacher"):
             return self.teacher.pseudo_labels(left, right, self.model)
