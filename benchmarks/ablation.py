@@ -52,6 +52,8 @@ class ScarceSparseSet:
         self.source = build_dataset({"name": "synthetic", "size": list(RENDER), "length": count, "seed": seed,
                                      "max_disparity": MAX_DISPARITY})
         self.cache: dict[int, dict] = {}
+        for i in range(count):  # render up front, so that the budget's pace is the training pace
+            self[i]
 
     def __len__(self) -> int:
         return len(self.source)

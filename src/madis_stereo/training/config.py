@@ -117,7 +117,7 @@ class OptimConfig:
 
     Length: ``max_steps`` when set, else ``epochs`` passes over the training mixture; ``time_budget_s``
     (a fixed compute budget) shortens the run to what fits in that many seconds of wall time: the length
-    is fixed once, after ``BUDGET_CALIBRATION_STEPS`` steps, from their measured pace, and the cosine
+    is fitted from the measured pace at steps 30 and 150 (``trainer.BUDGET_FIT_STEPS``), and the cosine
     schedule ends there.
     Warm-up: ``warmup_steps`` when set, else ``warmup_epochs``. ``batch_size`` is per process; the effective batch is
     batch_size x accum_steps x processes.

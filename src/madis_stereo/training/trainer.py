@@ -38,7 +38,10 @@ __all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "TrainingError", "build_stud
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
-BUDGET_CALIBRATION_STEPS = 30  # steps timed before a time budget fixes the run length
+# With a time budget the run length is fitted from the measured pace at these steps (the pace counted from
+# step BUDGET_PACE_START, after data-loader start-up, or from the previous fit); fixed after the last one.
+BUDGET_PACE_START = 10
+BUDGET_FIT_STEPS = (30, 150)
 BUDGET_MARGIN = 0.97  # leave room for the final validation and checkpoint
 
 
@@ -92,11 +95,13 @@ class Trainer:
         self.engine = Engine(student, cfg, env)
         self.sampler = D.ResumableSampler(train_dataset, env, cfg.run.seed)
         self.steps_per_epoch, self.total_steps, self.warmup_steps = self._plan()
+        self.cfg_total_steps, self.cfg_warmup_steps = self.total_steps, self.warmup_steps
         self.step = self.epoch = self.position = self.nonfinite = 0
         self.best: dict[str, Any] | None = None
         self.last_val: dict[str, float] = {}
         self.last_saved = -1
-        self.started = self.pace_mark = time.perf_counter()
+        self.started = time.perf_counter()
+        self.pace_mark = (self.started, 0)
         self.budget_fixed = self.cfg.optim.time_budget_s is None
         if resume:
             self._resume()
@@ -152,25 +157,24 @@ class Trainer:
             yield [next(batches) for _ in range(o.accum_steps)]
 
     def _fit_budget(self, bar: Any) -> None:
-        """Fix ``total_steps`` so that the run ends within ``optim.time_budget_s`` (same on every rank)."""
+        """Set ``total_steps`` so that the run ends within ``optim.time_budget_s`` (same on every rank)."""
         now = time.perf_counter()
-        elapsed = now - self.started
-        # the pace of the later calibration steps, after data-loader start-up
-        pace = (now - self.pace_mark) / (BUDGET_CALIBRATION_STEPS - BUDGET_CALIBRATION_STEPS // 3)
-        fits = int((self.cfg.optim.time_budget_s * BUDGET_MARGIN - elapsed) / pace)
-        total = torch.tensor(float(max(self.step + 1, min(self.total_steps, self.step + fits))))
+        pace = (now - self.pace_mark[0]) / max(1, self.step - self.pace_mark[1])
+        fits = int((self.cfg.optim.time_budget_s * BUDGET_MARGIN - (now - self.started)) / pace)
+        total = torch.tensor(float(max(self.step + 1, min(self.cfg_total_steps, self.step + fits))))
         D.broadcast_from_main(total, self.env)
         self.total_steps = int(total.item())
-        self.warmup_steps = min(self.warmup_steps, self.total_steps)
-        self.budget_fixed = True
+        self.warmup_steps = min(self.cfg_warmup_steps, self.total_steps)
+        self.pace_mark = (now, self.step)
+        self.budget_fixed = self.step >= BUDGET_FIT_STEPS[-1]
         bar.total = self.total_steps
-        log.info("time budget %.0f s: %.3f s per step so far, the run ends at step %d",
+        log.info("time budget %.0f s: %.3f s per step lately, the run ends at step %d",
                  self.cfg.optim.time_budget_s, pace, self.total_steps)
 
     def _train_step(self, micro_batches: list[dict[str, Any]], bar: Any) -> None:
-        if not self.budget_fixed and self.step == BUDGET_CALIBRATION_STEPS // 3:
-            self.pace_mark = time.perf_counter()
-        if not self.budget_fixed and self.step == BUDGET_CALIBRATION_STEPS:
+        if not self.budget_fixed and self.step == BUDGET_PACE_START:
+            self.pace_mark = (time.perf_counter(), self.step)
+        if not self.budget_fixed and self.step in BUDGET_FIT_STEPS:
             self._fit_budget(bar)
         start = time.perf_counter()
         lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.cfg.optim.lr)
@@ -261,7 +265,7 @@ class Trainer:
         S.restore_rng(state["rng"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best, self.nonfinite, self.last_saved = state["best"], state["nonfinite"], state["step"]
-        if "total_steps" in state and state["step"] >= BUDGET_CALIBRATION_STEPS:
+        if "total_steps" in state and state["step"] >= BUDGET_FIT_STEPS[0]:
             self.total_steps, self.budget_fixed = state["total_steps"], True
         if state["world_size"] != self.env.world_size:
             log.warning("resuming a %d-process run with %d processes: the data order after step %d differs",
