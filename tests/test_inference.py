@@ -97,3 +97,14 @@ def test_tiled_predict_input_errors():
         ms.tiled_predict(model, x, x[..., :100], crop=(64, 128))
     with pytest.raises(ms.InputError, match="multiple of 32"):
         ms.tiled_predict(model, x, x, crop=(60, 128))
+
+
+@pytest.mark.slow
+def test_compiled_predictor_matches_eager():
+    model = ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128))).eval()
+    rng = np.random.default_rng(1)
+    left = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    right = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    eager = ms.Predictor(model)(left, right)
+    compiled = ms.Predictor(model, compile=True)(left, right)
+    assert np.abs(eager.disparity - compiled.disparity).max() < 1e-3

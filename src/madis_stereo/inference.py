@@ -190,12 +190,13 @@ def as_rgb_uint8(image: Any, name: str) -> np.ndarray:
 class Predictor:
     """Runs a model on image pairs of any size (tiled) with fixed settings.
 
-    ``precision`` is "fp32" or "bf16" (autocast); ``crop`` defaults to the model's training crop.
+    ``precision`` is "fp32" or "bf16" (autocast); ``crop`` defaults to the model's training crop;
+    ``compile`` wraps the model in ``torch.compile``.
     """
 
     def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
                  conf_mode: str | None = None, device: str | torch.device | None = None,
-                 precision: str = "fp32", tile_batch: int = 1) -> None:
+                 precision: str = "fp32", tile_batch: int = 1, compile: bool = False) -> None:
         config = getattr(model, "config", None)
         self.crop = tuple(int(c) for c in (crop or (config.crop if config else (352, 704))))
         self.conf_mode = conf_mode or (config.conf_mode if config else "conf_expsigmoid_15_3")
@@ -204,6 +205,8 @@ class Predictor:
             raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.model = model.to(self.device).eval()
+        if compile:  # one compiled graph per window size; the first call pays the compilation
+            self.model = torch.compile(self.model)
         self.overlap = overlap
         self.precision = precision
         self.tile_batch = tile_batch
