@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -68,9 +69,18 @@ class ScarceSparseSet:
         return self.cache[index]
 
 
-def train_config(name: str, budget: float) -> dict[str, Any]:
+def model_section(init: str | None) -> dict[str, Any]:
+    """tiny from scratch (DPT on decoder layers), or the architecture of ``init`` at the ablation crop."""
+    if init is None:
+        return {"preset": "tiny", "crop": list(CROP), "dpt_hooks": [4, 5, 6, 7]}
+    from madis_stereo.checkpoint import read_metadata
+
+    return {**read_metadata(init)["config"], "crop": list(CROP), "init": str(init)}
+
+
+def train_config(name: str, budget: float, init: str | None = None) -> dict[str, Any]:
     base = {
-        "model": {"preset": "tiny", "crop": list(CROP), "dpt_hooks": [4, 5, 6, 7]},
+        "model": model_section(init),
         "data": {"train": [{"name": "synthetic", "size": list(RENDER)}]},  # replaced by ScarceSparseSet
         "madis": {"enabled": True},
         "teacher": {"scope": "full", "momentum": 0.995},
@@ -79,6 +89,8 @@ def train_config(name: str, budget: float) -> dict[str, Any]:
         "run": {"seed": SEED, "log_every": 50, "val_every": 0, "ckpt_every": 0, "keep_last": 1, "num_workers": 0,
                 "device": "cpu"},
     }
+    if init is not None:  # fine-tuning a trained model: a gentler learning rate
+        base["optim"].update(lr=1e-4, warmup_steps=20)
     for section, values in RUNS[name].items():
         base[section] = {**base[section], **values}
     return base
@@ -99,7 +111,7 @@ def evaluate(model: Any) -> dict[str, float]:
             "motorcycle_epe": moto["epe"], "motorcycle_bad_2": moto["bad_2"]}
 
 
-def run_one(name: str, budget: float, out: Path) -> dict[str, Any]:
+def run_one(name: str, budget: float, out: Path, init: str | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration in this process (one thread)."""
     import torch
 
@@ -108,7 +120,7 @@ def run_one(name: str, budget: float, out: Path) -> dict[str, Any]:
     from madis_stereo.training import load_train_config, train
     from madis_stereo.training.runlog import read_metrics
 
-    cfg = load_train_config(train_config(name, budget))
+    cfg = load_train_config(train_config(name, budget, init))
     dataset = TrainingDataset(ScarceSparseSet(TRAIN_PAIRS, SEED), AugmentConfig(crop=CROP), SEED)
     start = time.perf_counter()
     result = train(cfg, out_dir=out / name, train_dataset=dataset)
@@ -122,7 +134,31 @@ def run_one(name: str, budget: float, out: Path) -> dict[str, Any]:
     return row
 
 
-def markdown(rows: list[dict[str, Any]], command: str) -> str:
+SETUP = """# Ablation at small scale (data-scarce)
+
+Produced by `benchmarks/ablation.py` (command at the end). Every run {what} from seed {seed} on one CPU
+thread for the same wall-clock budget ({budget:.0f} s; two runs at a time on a 2-core machine), AdamW
+{optim} (cosine to 0 at the budget), batch 4, crop
+{crop[0]}x{crop[1]}, CroCo-Stereo augmentation, EMA momentum 0.995 (a short run needs a short memory; the
+paper's 0.9999 averages over ~10k steps). Training set: {train} synthetic pairs ({render[0]}x{render[1]}, seed
+{seed}, disparities 0-{maxd:.0f} px) whose GT keeps {keep:.0%} of the non-occluded pixels (sparse, like LiDAR
+GT), so the teacher's pseudo labels fill real gaps. Evaluation: {val} held-out synthetic pairs (seed 12345,
+dense GT) and the real Middlebury Motorcycle pair at half resolution (370x250), tiled prediction; bad-2 in %,
+missing = error. "spread" is the standard deviation of the GT loss over the last 20% of the steps
+(training stability). Masking-only keeps GT weight 2 (MaDis counts GT pixels twice).
+
+"""
+
+
+def markdown(rows: list[dict[str, Any]], command: str, budget: float, init: str | None) -> str:
+    if init is None:
+        what, optim = "trains the `tiny` preset (DPT on decoder layers [4, 5, 6, 7])", "lr 5e-4 (50 warm-up steps)"
+    else:
+        what = (f"fine-tunes `{Path(init).name}` (all runs start from these weights, and so does the "
+                "teacher; its DPT hooks are kept, encoder hooks see zeros at masked slots)")
+        optim = "lr 1e-4 (20 warm-up steps)"
+    intro = SETUP.format(what=what, optim=optim, seed=SEED, budget=budget, crop=CROP, train=TRAIN_PAIRS,
+                         render=RENDER, maxd=MAX_DISPARITY, keep=GT_KEEP, val=VAL_PAIRS)
     head = ("| run | steps | synthetic EPE | synthetic bad-2 % | Motorcycle (1/2 res) EPE | Motorcycle bad-2 % "
             "| GT loss (last 20%) | spread (std) |\n|---|---|---|---|---|---|---|---|")
     lines = [head]
@@ -130,7 +166,7 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
         lines.append(f"| {r['run']} | {r['steps']} | {r['synthetic_epe']:.2f} | {r['synthetic_bad_2']:.1f} | "
                      f"{r['motorcycle_epe']:.2f} | {r['motorcycle_bad_2']:.1f} | {r['final_gt_loss']:.3f} | "
                      f"{r['loss_spread']:.3f} |")
-    return "\n".join(lines) + f"\n\nCommand: `{command}`\n"
+    return intro + "\n".join(lines) + f"\n\nCommand: `{command}`\n"
 
 
 def main() -> None:
@@ -140,12 +176,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--doc", type=Path, help="write the table (markdown) to this file")
     parser.add_argument("--only", nargs="*", help="run only these configurations")
+    parser.add_argument("--report", action="store_true", help="only rebuild the table from finished runs in --out")
+    parser.add_argument("--init", help="fine-tune this checkpoint instead of training tiny from scratch")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.budget, args.out)), flush=True)
+        print(json.dumps(run_one(args.one, args.budget, args.out, args.init)), flush=True)
         return
     names = args.only or list(RUNS)
+    if args.report:
+        rows = {n: json.loads((args.out / n / "ablation.json").read_text()) for n in names
+                if (args.out / n / "ablation.json").is_file()}
+        report(names, rows, args)
+        return
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     pending, running, rows = list(names), [], {}
@@ -155,6 +198,7 @@ def main() -> None:
             name = pending.pop(0)
             log = open(args.out / f"{name}.log", "w")
             cmd = [sys.executable, __file__, "--one", name, "--budget", str(args.budget), "--out", str(args.out)]
+            cmd += ["--init", str(args.init)] if args.init else []
             running.append((name, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)))
         time.sleep(2)
         for name, proc in list(running):
@@ -167,9 +211,53 @@ def main() -> None:
                 continue
             rows[name] = json.loads(out[-1])
             print(f"{name}: {rows[name]}", file=sys.stderr, flush=True)
-    ordered = [rows[n] for n in names if n in rows]
-    command = " ".join(["python", "benchmarks/ablation.py", *sys.argv[1:]])
-    table = markdown(ordered, command)
+    report(names, rows, args)
+
+
+def constant_row() -> dict[str, Any]:
+    """The floor: every pixel predicted as the median GT disparity of the training set."""
+
+    class Constant:
+        config = SimpleNamespace(crop=CROP, conf_mode="conf_expsigmoid_15_3")
+
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def __call__(self, left: Any, right: Any) -> Any:
+            import torch
+
+            from madis_stereo.model.network import StereoOutput
+
+            b, _, h, w = left.shape
+            return StereoOutput(torch.full((b, 1, h, w), self.value), torch.zeros(b, 1, h, w))
+
+        def to(self, device: Any) -> Constant:
+            return self
+
+        def eval(self) -> Constant:
+            return self
+
+        def parameters(self) -> Any:
+            return iter(())
+
+    train = ScarceSparseSet(TRAIN_PAIRS, SEED)
+    gt = np.concatenate([train[i]["disparity"][np.isfinite(train[i]["disparity"])] for i in range(len(train))])
+    value = float(np.median(gt))
+    return {"run": f"constant {value:.1f} px (floor)", "steps": 0, "final_gt_loss": float("nan"),
+            "loss_spread": float("nan"), **evaluate(Constant(value))}
+
+
+def report(names: list[str], rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    ordered = [constant_row()]
+    if args.init:
+        import madis_stereo as ms
+
+        start = ms.load_model(args.init, config_overrides={"crop": list(CROP)})
+        ordered.append({"run": "start (no fine-tuning)", "steps": 0, "final_gt_loss": float("nan"),
+                        "loss_spread": float("nan"), **evaluate(start)})
+    ordered += [rows[n] for n in names if n in rows]
+    argv = [a for a in sys.argv[1:] if a != "--report"]
+    table = markdown(ordered, " ".join(["python", "benchmarks/ablation.py", *argv]), args.budget, args.init)
     print(table)
     if args.doc:
         args.doc.parent.mkdir(parents=True, exist_ok=True)
