@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -162,10 +163,14 @@ def markdown(rows: list[dict[str, Any]], command: str, budget: float, init: str 
     head = ("| run | steps | synthetic EPE | synthetic bad-2 % | Motorcycle (1/2 res) EPE | Motorcycle bad-2 % "
             "| GT loss (last 20%) | spread (std) |\n|---|---|---|---|---|---|---|---|")
     lines = [head]
+
+    def loss(value: float) -> str:
+        return "-" if math.isnan(value) else f"{value:.3f}"
+
     for r in rows:
         lines.append(f"| {r['run']} | {r['steps']} | {r['synthetic_epe']:.2f} | {r['synthetic_bad_2']:.1f} | "
-                     f"{r['motorcycle_epe']:.2f} | {r['motorcycle_bad_2']:.1f} | {r['final_gt_loss']:.3f} | "
-                     f"{r['loss_spread']:.3f} |")
+                     f"{r['motorcycle_epe']:.2f} | {r['motorcycle_bad_2']:.1f} | {loss(r['final_gt_loss'])} | "
+                     f"{loss(r['loss_spread'])} |")
     return intro + "\n".join(lines) + f"\n\nCommand: `{command}`\n"
 
 
