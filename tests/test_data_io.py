@@ -42,6 +42,16 @@ def test_pfm_round_trip(tmp_path, little_endian, channels):
     assert os.listdir(tmp_path) == ["a.pfm"]  # atomic write left no temporary file
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_pfm(tmp_path / "d.pfm", np.zeros((4, 6), np.float32))
+        write_kitti_disparity(tmp_path / "d.png", np.zeros((4, 6), np.float32))
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"d.pfm": 0o644, "d.png": 0o644}
+
+
 def test_pfm_rows_are_stored_bottom_to_top(tmp_path):
     # a hand-written big-endian file: first stored row is the BOTTOM image row
     data = np.array([[1, 2, 3], [4, 5, 6]], dtype=">f4")  # stored order: row 1 = bottom

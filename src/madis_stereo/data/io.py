@@ -1,8 +1,9 @@
 """Stereo file formats: PFM, KITTI 16-bit disparity PNGs, Middlebury/ETH3D ``calib.txt``, images.
 
 Every reader raises :class:`~madis_stereo.errors.DataError` naming the file when it is missing, truncated
-or not what it claims to be. Every writer is atomic: the bytes go to a temporary file in the target
-folder, which then replaces the target (``os.replace``), so a crash never leaves a half-written file.
+or not what it claims to be. Every writer is atomic (:func:`madis_stereo.fileio.atomic_write_bytes`):
+the bytes go to a temporary file in the target folder, are synced, then replace the target, so a crash
+never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from madis_stereo.errors import DataError
+from madis_stereo.fileio import atomic_write_bytes
 
 __all__ = [
     "read_calib",
@@ -35,20 +36,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_bytes(path: PathLike, what: str) -> bytes:
