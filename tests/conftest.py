@@ -13,6 +13,16 @@ import torch
 FIXTURES = Path(os.environ.get("MADIS_FIXTURES", Path(__file__).parent / "fixtures"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a whole module (``pytestmark = pytest.mark.usefixtures("one_thread")``);
+    see ``tools_helpers.single_thread``."""
+    from tools_helpers import single_thread
+
+    with single_thread():
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

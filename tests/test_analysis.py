@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from tools_helpers import run_cli, single_thread, stereo_images, write_pair
+from tools_helpers import run_cli, stereo_images, write_pair
 
 import madis_stereo as ms
 from madis_stereo.analysis import attention_distance, fit_to_crop, head_distances, token_distances
@@ -17,10 +17,7 @@ from madis_stereo.analysis import attention_distance, fit_to_crop, head_distance
 PATCH = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_uniform_attention_on_a_2x3_grid():

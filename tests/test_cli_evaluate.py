@@ -8,18 +8,14 @@ import json
 import data_layouts as layouts  # noqa: E402
 import numpy as np
 import pytest
-from tools_helpers import cli, make_tiny_checkpoint, run_cli, single_thread
+from tools_helpers import cli, make_tiny_checkpoint, run_cli
 
 import madis_stereo as ms
 from madis_stereo.data import build_dataset  # noqa: E402
 from madis_stereo.data import io as data_io  # noqa: E402
 from madis_stereo.metrics import PROTOCOLS, evaluate_protocol
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from tools_helpers import (
     make_tiny_checkpoint,
     read_ply,
     run_cli,
-    single_thread,
     stereo_images,
     write_pair,
     write_png,
@@ -31,10 +30,7 @@ ndisp=64
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

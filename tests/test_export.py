@@ -5,16 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tools_helpers import cli, make_tiny_checkpoint, run_cli, single_thread, stereo_images
+from tools_helpers import cli, make_tiny_checkpoint, run_cli, stereo_images
 
 import madis_stereo as ms
 from madis_stereo.export import OnnxStereoModel, export_onnx, onnx_forward_seconds, onnx_session
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

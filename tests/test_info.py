@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from tools_helpers import cli, make_tiny_checkpoint, run_cli, single_thread
+from tools_helpers import cli, make_tiny_checkpoint, run_cli
 
 import madis_stereo as ms
 from madis_stereo.checkpoint_info import checkpoint_info, format_checkpoint_info
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_info_of_our_checkpoint(tmp_path):
