@@ -2,13 +2,18 @@
 
 Runs: (a) CroCo-Stereo baseline (no masking, no teacher), (b) masking only (reconstruction losses, no
 teacher), (c) MaDis (masking + EMA teacher), (d) MaDis with mask ratios 0.2 / 0.6, (e) MaDis with the
-encoder-only teacher of the public code. Every run trains the ``tiny`` preset (DPT on decoder layers only)
-from the same seed for the same wall-clock budget on one CPU thread, on the same small fixed training set
-of synthetic pairs whose ground truth is sparse (non-occluded pixels only, then a random 40% of them, like
-LiDAR ground truth), so that the teacher's pseudo labels fill real gaps. Evaluation: held-out synthetic
-pairs (dense GT) and the real Middlebury Motorcycle pair at half resolution.
+encoder-only teacher of the public code. Every run trains the ``tiny`` preset (DPT on decoder layers only),
+or with ``--init`` fine-tunes a trained checkpoint, from the same seed for the same wall-clock budget on
+one CPU thread, on the same small fixed training set of synthetic pairs whose ground truth is sparse
+(non-occluded pixels only, then a random 40% of them, like LiDAR ground truth), so that the teacher's
+pseudo labels fill real gaps. Evaluation: held-out synthetic pairs (dense GT) and the real Middlebury
+Motorcycle pair at half resolution.
 
-    python benchmarks/ablation.py --budget 480 --jobs 2 --out runs/ablation --doc docs/ablation.md
+docs/ablation.md (fine-tuning the bundled model) and docs/ablation_scratch.md (tiny from scratch):
+
+    python benchmarks/ablation.py --budget 720 --init src/madis_stereo/weights/default.safetensors
+           --out runs/ablation_ft --doc docs/ablation.md
+    python benchmarks/ablation.py --budget 720 --out runs/ablation --doc docs/ablation_scratch.md
 """
 
 from __future__ import annotations
