@@ -153,3 +153,11 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_metadata_that_is_not_json_gets_a_checkpoint_error(tmp_path):
+    assert ms.load_model(ms.save_model(tiny_model(), tmp_path / "ok.safetensors", loss=torch.tensor(0.5)))
+    for bad in (torch.zeros(3), object()):
+        with pytest.raises(ms.CheckpointError, match="not JSON-serialisable"):
+            ms.save_model(tiny_model(), tmp_path / "bad.safetensors", extra=bad)
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -23,15 +23,17 @@ import torch
 from torch import Tensor
 
 from madis_stereo.config import ConfigError, ModelConfig
-from madis_stereo.errors import CheckpointError
+from madis_stereo.errors import CheckpointError, first_line
 from madis_stereo.fileio import atomic_path
 from madis_stereo.model.network import StereoModel
 
 __all__ = [
     "CROCO_KEY_TABLE",
+    "checkpoint_format",
     "default_model_path",
     "load_default_model",
     "from_croco_state_dict",
+    "header_config",
     "load_model",
     "load_weights",
     "read_metadata",
@@ -146,8 +148,8 @@ def save_model(model: StereoModel, path: str | Path, dtype: torch.dtype | None =
     header = {"format_version": FORMAT_VERSION, "config": model.config.to_dict(), "metadata": metadata}
     try:
         text = json.dumps(header, default=_json_default)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"metadata for {path} is not JSON-serialisable: {err}") from None
+    except (TypeError, ValueError, RuntimeError) as err:  # .item() of a multi-element tensor: RuntimeError
+        raise CheckpointError(f"metadata for {path} is not JSON-serialisable: {first_line(err)}") from None
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={FORMAT_KEY: text})
     return path
@@ -156,15 +158,13 @@ def save_model(model: StereoModel, path: str | Path, dtype: torch.dtype | None =
 def _json_default(value: Any) -> Any:
     if isinstance(value, (Path, torch.dtype)):
         return str(value)
-    if isinstance(value, Tensor) and value.numel() == 1:
-        return value.item()
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def _sniff(path: Path) -> str:
-    """'safetensors', 'torch' (zip or legacy pickle) or raise CheckpointError."""
+def checkpoint_format(path: Path) -> str:
+    """'safetensors', 'torch' (zip or legacy pickle) or raise CheckpointError (missing, folder, other)."""
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -185,13 +185,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     path = Path(path)
-    if _sniff(path) != "safetensors":
+    if checkpoint_format(path) != "safetensors":
         raise CheckpointError(f"{path} is a PyTorch pickle, not a madis-stereo safetensors checkpoint")
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
     except Exception as err:  # safetensors raises its own error types
-        raise CheckpointError(f"{path}: unreadable safetensors file ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: unreadable safetensors file ({first_line(err)})") from None
     if FORMAT_KEY not in meta:
         raise CheckpointError(f"{path}: safetensors file without a madis-stereo header (no model config)")
     try:
@@ -200,23 +200,23 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupt madis-stereo header") from None
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def header_config(path: Path, header: dict[str, Any], overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """The model config stored in one of our headers (``read_metadata``), with ``overrides`` applied."""
+    try:
+        return ModelConfig.from_dict({**header["config"], **(overrides or {})})
+    except (ConfigError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: invalid model config in header ({err})") from None
 
 
 def _load_ours(path: Path, overrides: dict[str, Any]) -> tuple[StereoModel, dict[str, Any]]:
     from safetensors.torch import load_file
 
     header = read_metadata(path)
-    try:
-        config = ModelConfig.from_dict({**header["config"], **overrides})
-    except (ConfigError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: invalid model config in header ({err})") from None
+    config = header_config(path, header, overrides)
     try:
         state = load_file(str(path))
     except Exception as err:
-        raise CheckpointError(f"{path}: truncated or corrupt weights ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt weights ({first_line(err)})") from None
     model = StereoModel(config)
     load_weights(model, state, str(path))
     return model, header.get("metadata", {})
@@ -245,20 +245,16 @@ def load_weights(model: StereoModel, state: dict[str, Tensor], source: str = "st
 
 
 def _torch_load(path: Path) -> Any:
-    ctx = getattr(torch.serialization, "safe_globals", None)
     try:
-        if ctx is not None:
-            with ctx([argparse.Namespace]):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        torch.serialization.add_safe_globals([argparse.Namespace])
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refusing to load {path}: its pickle holds objects other than tensors and plain data "
-            f"(it could run code); {_first_line(err)[:120]}"
+            f"(it could run code); {first_line(err)[:120]}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt PyTorch file ({_first_line(err)[:160]})") from None
+        raise CheckpointError(f"{path}: truncated or corrupt PyTorch file ({first_line(err)[:160]})") from None
 
 
 def _croco_config(kwargs: dict[str, Any], state: dict[str, Tensor], source: str, **extra: Any) -> ModelConfig:
@@ -351,7 +347,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     """
     path = Path(path)
     overrides = dict(config_overrides or {})
-    kind = _sniff(path)
+    kind = checkpoint_format(path)
     model, metadata = _load_ours(path, overrides) if kind == "safetensors" else _load_croco(path, overrides)
     model = model.to(map_location).eval()
     return (model, metadata) if return_metadata else model

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from madis_stereo.checkpoint import load_model, read_metadata
+from madis_stereo.checkpoint import checkpoint_format, header_config, load_model, read_metadata
 from madis_stereo.config import ModelConfig
 from madis_stereo.errors import CheckpointError
 
@@ -50,20 +50,11 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     metrics as stored by ``save_model`` (ours) or the CroCo file's task/epoch.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    kind = checkpoint_format(path)
     info: dict[str, Any] = {"path": str(path), "size_bytes": path.stat().st_size}
-    try:
+    if kind == "safetensors":
         header = read_metadata(path)
-    except CheckpointError as err:
-        if "PyTorch pickle" not in str(err):
-            raise
-        header = None
-    if header is not None:
-        try:
-            config = ModelConfig.from_dict(header["config"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{path}: invalid model config in header ({err})") from None
+        config = header_config(path, header)
         try:
             params, dtypes = _safetensors_params(path)
         except Exception as err:  # safetensors raises its own error types

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "DataError", "InputError"]
+__all__ = ["CheckpointError", "DataError", "InputError", "first_line"]
 
 
 class InputError(ValueError):
@@ -15,3 +15,9 @@ class CheckpointError(ValueError):
 
 class DataError(ValueError):
     """A dataset file or folder is missing, unreadable or not what it claims (the message names it)."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

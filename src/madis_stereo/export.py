@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from madis_stereo.config import ModelConfig
-from madis_stereo.errors import CheckpointError, InputError
+from madis_stereo.errors import CheckpointError, InputError, first_line
 from madis_stereo.fileio import atomic_path
 from madis_stereo.model.network import StereoOutput
 
@@ -148,7 +148,7 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None, providers:
         return ort.InferenceSession(str(path), sess_options=options,
                                     providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as err:  # onnxruntime raises its own exception types
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = first_line(err)
         raise CheckpointError(f"{path}: not a usable ONNX model ({text[:200]})") from None
 
 

@@ -47,7 +47,7 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from madis_stereo.errors import CheckpointError, DataError, InputError  # noqa: F401 (documented set)
+    from madis_stereo.errors import first_line
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as err:
         if args.debug:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = first_line(err)
         print(f"madis-stereo {args.command}: error: {message}", file=sys.stderr)
         return 2
 

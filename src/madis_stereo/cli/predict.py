@@ -78,6 +78,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 
 
 def run(args: argparse.Namespace) -> int:
+    from madis_stereo.errors import first_line
     from madis_stereo.inference import as_rgb_uint8
     from madis_stereo.outputs import OutputOptions, write_outputs
     from madis_stereo.pairs import find_pairs
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             pred = predictor(left, right)
             write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, options, camera)
         except (ValueError, OSError) as err:
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            message = first_line(err)
             line = f"{pair.left} + {pair.right}: {message}"
             failures.append(line)
             bar.write(f"madis-stereo predict: error: {line}", file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from madis_stereo.errors import CheckpointError
+from madis_stereo.errors import CheckpointError, first_line
 from madis_stereo.fileio import atomic_path
 
 __all__ = [
@@ -79,7 +79,7 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling and zip errors come in many types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise CheckpointError(f"{path}: unreadable training state ({first[:160]})") from None
 
 
