@@ -11,6 +11,7 @@ from madis_stereo.training.losses import (
     LaplaceParams,
     bounded_log_scale,
     distillation_loss,
+    distillation_terms,
     gt_loss,
     laplacian_nll,
     normalized_patches,
@@ -71,6 +72,15 @@ def test_distillation_loss_by_hand(pixels):
     # GT part as above; pseudo part on the two GT-less pixels: (0,1): |7-5|/2 + ln2 = 1 + ln2 ; (1,1): |4-1| = 3
     loss = distillation_loss(d, c, gt, pseudo)
     assert loss.item() == pytest.approx((0.75 + LN2 / 2) + (2.0 + LN2 / 2), rel=1e-6)
+
+
+def test_distillation_terms_share_one_pass_with_gt_loss(pixels):
+    d, c, gt, pseudo = pixels
+    on_gt, on_pseudo = distillation_terms(d, c, gt, pseudo)
+    assert on_gt.item() == pytest.approx(0.75 + LN2 / 2, rel=1e-6)  # = gt_loss, by hand above
+    assert on_pseudo.item() == pytest.approx(2.0 + LN2 / 2, rel=1e-6)
+    grad_on_gt = torch.autograd.grad(on_gt, d)[0]
+    torch.testing.assert_close(grad_on_gt, torch.autograd.grad(gt_loss(d, c, gt), d)[0])
 
 
 def test_pseudo_labels_carry_no_gradient(pixels):

@@ -28,7 +28,7 @@ from madis_stereo.training.config import TrainConfig
 from madis_stereo.training.distributed import DistEnv, all_reduce_sum
 from madis_stereo.training.losses import (
     LaplaceParams,
-    distillation_loss,
+    distillation_terms,
     gt_loss,
     reconstruction_loss,
 )
@@ -166,9 +166,10 @@ class Engine:
                 out = self.net(left, right, mask_l, mask_r)
         d, c = out.disparity.float(), out.confidence.float()
         p = self.model.config.patch_size
+        on_gt, on_pseudo = distillation_terms(d, c, gt, pseudo.float(), self.laplace)
         terms = {
-            "gt": gt_loss(d, c, gt, self.laplace),
-            "distill": distillation_loss(d, c, gt, pseudo.float(), self.laplace),
+            "gt": on_gt,  # = gt_loss(d, c, gt)
+            "distill": on_gt + on_pseudo,  # = distillation_loss(d, c, gt, pseudo)
             "recon_left": reconstruction_loss(out.recon_left, left, mask_l, p),
             "recon_right": reconstruction_loss(out.recon_right, right, mask_r, p),
         }

@@ -18,6 +18,7 @@ __all__ = [
     "LaplaceParams",
     "bounded_log_scale",
     "distillation_loss",
+    "distillation_terms",
     "gt_loss",
     "laplacian_nll",
     "masked_mean",
@@ -64,6 +65,18 @@ def gt_loss(disparity: Tensor, confidence: Tensor, gt: Tensor, params: LaplacePa
     return masked_mean(laplacian_nll(target, disparity, confidence, params), valid)
 
 
+def distillation_terms(disparity: Tensor, confidence: Tensor, gt: Tensor, pseudo: Tensor,
+                       params: LaplaceParams = LaplaceParams()) -> tuple[Tensor, Tensor]:
+    """(mean_{finite GT} lap(gt), mean_{non-finite GT} lap(pseudo)) from one per-pixel pass.
+
+    The first term equals :func:`gt_loss`, so a MaDis step computes the Laplacian loss once for both.
+    ``pseudo`` is the teacher's disparity (detached here).
+    """
+    valid = torch.isfinite(gt)
+    nll = laplacian_nll(torch.where(valid, gt, pseudo.detach()), disparity, confidence, params)
+    return masked_mean(nll, valid), masked_mean(nll, ~valid)
+
+
 def distillation_loss(disparity: Tensor, confidence: Tensor, gt: Tensor, pseudo: Tensor,
                       params: LaplaceParams = LaplaceParams()) -> Tensor:
     """L_distill = mean_{finite GT} lap(gt) + mean_{non-finite GT} lap(pseudo).
@@ -71,10 +84,7 @@ def distillation_loss(disparity: Tensor, confidence: Tensor, gt: Tensor, pseudo:
     ``pseudo`` is the teacher's disparity (detached here). As in the public MaDis code, GT pixels are counted
     here as well as in :func:`gt_loss`.
     """
-    valid, target = _finite_gt(gt)
-    pseudo = pseudo.detach()
-    on_gt = masked_mean(laplacian_nll(target, disparity, confidence, params), valid)
-    on_pseudo = masked_mean(laplacian_nll(pseudo, disparity, confidence, params), ~valid)
+    on_gt, on_pseudo = distillation_terms(disparity, confidence, gt, pseudo, params)
     return on_gt + on_pseudo
 
 
