@@ -21,6 +21,7 @@ from madis_stereo.training.distributed import DistEnv
 from madis_stereo.training.engine import mask_generator, step_masks
 from madis_stereo.training.runlog import read_metrics
 from madis_stereo.training.state import load_train_state
+from madis_stereo.training.trainer import BUDGET_FIT_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = Path(__file__).resolve().parent / "toy_stereo.py"
@@ -242,6 +243,19 @@ def test_checkpoint_rotation_and_fresh_run_protection(tmp_path):
     assert state["step"] == 8 and state["checkpoint"] == "ckpt_step8.safetensors"
     with pytest.raises(ValueError, match="already holds a training run"):
         train(cfg, out_dir=tmp_path, train_dataset=ToyStereo(8))
+
+
+def test_resume_takes_a_new_max_steps_and_reports_a_corrupt_checkpoint(tmp_path):
+    base = {"max_steps": BUDGET_FIT_STEPS[0], "warmup_steps": 2}
+    cfg = load_train_config(toy_config(optim=base, run={"log_every": 10, "ckpt_every": 0}))
+    train(cfg, out_dir=tmp_path, train_dataset=ToyStereo(8))
+    longer = load_train_config(toy_config(optim={**base, "max_steps": BUDGET_FIT_STEPS[0] + 2},
+                                          run={"log_every": 10, "ckpt_every": 0}))
+    assert train(longer, out_dir=tmp_path, resume=True, train_dataset=ToyStereo(8)).step == BUDGET_FIT_STEPS[0] + 2
+    ckpt = tmp_path / f"ckpt_step{BUDGET_FIT_STEPS[0] + 2}.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:-100])
+    with pytest.raises(ms.CheckpointError, match="truncated or corrupt"):
+        train(longer, out_dir=tmp_path, resume=True, train_dataset=ToyStereo(8))
 
 
 def test_kill_and_resume_continues_the_same_loss_curve(tmp_path, toy_folder):

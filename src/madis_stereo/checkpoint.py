@@ -37,6 +37,7 @@ __all__ = [
     "load_model",
     "load_weights",
     "read_metadata",
+    "read_weights",
     "save_model",
     "to_croco_state_dict",
 ]
@@ -209,17 +210,22 @@ def header_config(path: Path, header: dict[str, Any], overrides: dict[str, Any] 
 
 
 def _load_ours(path: Path, overrides: dict[str, Any]) -> tuple[StereoModel, dict[str, Any]]:
-    from safetensors.torch import load_file
-
     header = read_metadata(path)
     config = header_config(path, header, overrides)
-    try:
-        state = load_file(str(path))
-    except Exception as err:
-        raise CheckpointError(f"{path}: truncated or corrupt weights ({first_line(err)})") from None
+    state = read_weights(path)
     model = StereoModel(config)
     load_weights(model, state, str(path))
     return model, header.get("metadata", {})
+
+
+def read_weights(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; a truncated or corrupt file raises CheckpointError."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: truncated or corrupt weights ({first_line(err)})") from None
 
 
 def load_weights(model: StereoModel, state: dict[str, Tensor], source: str = "state dict") -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from madis_stereo.checkpoint import load_model, load_weights, save_model
+from madis_stereo.checkpoint import load_model, load_weights, read_weights, save_model
 from madis_stereo.config import ConfigError
 from madis_stereo.errors import CheckpointError
 from madis_stereo.fileio import atomic_write_bytes
@@ -257,16 +257,16 @@ class Trainer:
 
     def _resume(self) -> None:
         state = S.load_train_state(self.run_dir / S.STATE_NAME)
-        from safetensors.torch import load_file
-
         ckpt = self.run_dir / state["checkpoint"]
-        load_weights(self.engine.model, load_file(str(ckpt)), str(ckpt))
+        load_weights(self.engine.model, read_weights(ckpt), str(ckpt))
         self.engine.load_state_dict(state["engine"])
         S.restore_rng(state["rng"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best, self.nonfinite, self.last_saved = state["best"], state["nonfinite"], state["step"]
-        if "total_steps" in state and state["step"] >= BUDGET_FIT_STEPS[0]:
+        if self.cfg.optim.time_budget_s is not None and state["step"] >= BUDGET_FIT_STEPS[0]:
+            # the length the budget fixed (otherwise the config's max_steps / epochs, which may have changed)
             self.total_steps, self.budget_fixed = state["total_steps"], True
+            self.warmup_steps = min(self.cfg_warmup_steps, self.total_steps)
         if state["world_size"] != self.env.world_size:
             log.warning("resuming a %d-process run with %d processes: the data order after step %d differs",
                         state["world_size"], self.env.world_size, self.step)
