@@ -62,7 +62,8 @@ def test_overrides_and_unknown_keys():
         with pytest.raises(ConfigError, match=name):
             load_train_config(CONFIGS / "tiny_synthetic.yaml", [bad])
     for bad, message in (("optim.amp=fp8", "amp must be"), ("teacher.scope=decoder", "scope must be"),
-                         ("madis.mask_ratio=1.0", "mask_ratio"), ("optim.lr=fast", "optim.lr: expected a number")):
+                         ("madis.mask_ratio=1.0", "mask_ratio"), ("optim.lr=fast", "optim.lr: expected a number"),
+                         ("optim.lr=-1", "^optim: lr and"), ("model.crop=[63,128]", "^model: crop")):
         with pytest.raises(ConfigError, match=message):
             load_train_config(CONFIGS / "tiny_synthetic.yaml", [bad])
 

@@ -119,7 +119,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError by name."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or cls.__name__}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -130,7 +130,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

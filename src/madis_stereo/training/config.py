@@ -218,10 +218,7 @@ def _model_section(section: dict[str, Any]) -> ModelSection:
     preset = section.pop("preset", None)
     base = to_dict(ModelConfig.preset(preset)) if preset is not None else {}
     base.update(section)
-    try:
-        return ModelSection(from_dict(ModelConfig, base, prefix="model."), init)
-    except ConfigError as err:
-        raise ConfigError(str(err).replace("model.: ", "model: ")) from None
+    return ModelSection(from_dict(ModelConfig, base, prefix="model."), init)
 
 
 def load_train_config(source: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
