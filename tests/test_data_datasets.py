@@ -76,6 +76,21 @@ def test_calib_is_read_where_the_benchmark_has_one(tmp_path):
     assert read_calib(tmp_path / "eth" / "two_view_training" / "electro_1l" / "calib.txt")["ndisp"] == 64
 
 
+def test_training_samples_skip_the_mask_and_calib_files(tmp_path):
+    eth = build_dataset(make_eth3d(tmp_path / "eth").spec())
+    for path in (tmp_path / "eth").rglob("*"):
+        if path.name in ("mask0nocc.png", "calib.txt"):
+            path.write_bytes(b"not read for training")
+    with pytest.raises(DataError):
+        eth[0]
+    sample, full = eth.get(0, epoch=3), make_eth3d(tmp_path / "again").frames["train"]
+    assert sample["nonocc"] is None and sample["calib"] is None
+    np.testing.assert_array_equal(sample["left"], full[sample["name"]]["left"])
+    np.testing.assert_array_equal(sample["disparity"], eth.get(0)["disparity"])
+    with pytest.raises(IndexError):
+        eth.get(len(eth))
+
+
 def test_sceneflow_options(tmp_path):
     layout = make_sceneflow(tmp_path / "sf")
     spec = layout.spec()

@@ -22,7 +22,7 @@ from madis_stereo.config import ConfigError
 from madis_stereo.data.io import read_calib, read_disparity, read_image, read_mask
 from madis_stereo.errors import DataError
 
-__all__ = ["Frame", "Sample", "StereoDataset", "load_frame"]
+__all__ = ["Frame", "Sample", "StereoDataset", "load_frame", "sample_at"]
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,20 @@ class StereoDataset:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __getitem__(self, index: int) -> Sample:
+    def _frame(self, index: int) -> Frame:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {self.title} with {len(self)} frames")
-        return load_frame(self.frames[index])
+        return self.frames[index]
+
+    def __getitem__(self, index: int) -> Sample:
+        return load_frame(self._frame(index))
 
     def get(self, index: int, epoch: int = 0) -> Sample:
-        """Sample ``index`` for training epoch ``epoch`` (file datasets ignore the epoch)."""
-        return self[index]
+        """Sample ``index`` for training epoch ``epoch`` (file datasets ignore the epoch).
+
+        Training uses neither the non-occluded mask nor the calibration, so they are not read (both None).
+        """
+        return load_frame(dataclasses.replace(self._frame(index), nonocc=None, calib=None))
 
     def describe(self) -> str:
         """What was found (counts per split/subset) and what was missing or skipped."""
@@ -157,3 +163,9 @@ def filter_names(names: list[str], patterns: Sequence[str] | None, key: str = "s
             raise DataError(f"{key}: '{pattern}' matches none of the {len(names)} found ({', '.join(names[:8])}...)")
         kept += [n for n in matched if n not in kept]
     return sorted(kept)
+
+
+def sample_at(dataset: Any, index: int, epoch: int) -> Sample:
+    """``dataset.get(index, epoch)`` (a training sample), or ``dataset[index]`` for datasets without ``get``."""
+    get = getattr(dataset, "get", None)
+    return get(index, epoch) if get is not None else dataset[index]

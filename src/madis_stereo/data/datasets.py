@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from madis_stereo.config import ConfigError, from_dict
-from madis_stereo.data.base import Sample
+from madis_stereo.data.base import Sample, sample_at
 from madis_stereo.data.benchmarks import ETH3D, Kitti2012, Kitti2015, Middlebury, SceneFlow
 from madis_stereo.data.folder import FolderStereo
 from madis_stereo.data.synthetic import SyntheticStereo
@@ -108,8 +108,7 @@ class MixtureDataset:
     def get(self, index: int, epoch: int = 0) -> Sample:
         """Sample ``index`` in training epoch ``epoch`` (repeat r of epoch e is the part's epoch e*N+r)."""
         dataset, inner, rep, repeat = self._locate(index)
-        get = getattr(dataset, "get", None)
-        return get(inner, epoch * repeat + rep) if get is not None else dataset[inner]
+        return sample_at(dataset, inner, epoch * repeat + rep)
 
     def describe(self) -> str:
         lines = [f"mixture of {len(self.parts)} dataset(s), {len(self)} samples per epoch:"]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from madis_stereo.data.augment import AugmentConfig, Augmentor
+from madis_stereo.data.base import sample_at
 
 __all__ = ["TrainingDataset", "worker_init_fn"]
 
@@ -45,8 +46,7 @@ class TrainingDataset(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a training set of {len(self)} samples")
         epoch = self.epoch
-        get = getattr(self.dataset, "get", None)
-        sample = get(index, epoch) if get is not None else self.dataset[index]
+        sample = sample_at(self.dataset, index, epoch)
         if self.augmentor is not None:
             sample = self.augmentor(sample, np.random.default_rng([self.seed, epoch, index]))
         left, right, disparity = sample["left"], sample["right"], sample.get("disparity")
