@@ -19,7 +19,7 @@ from data_layouts import (
 )
 
 from madis_stereo.config import ConfigError
-from madis_stereo.data import DATASETS, build_dataset, build_mixture, dataset_keys, read_calib
+from madis_stereo.data import DATASETS, base, build_dataset, build_mixture, dataset_keys, read_calib, read_disparity
 from madis_stereo.errors import DataError
 
 
@@ -58,10 +58,13 @@ def test_each_layout_reads_the_right_files(tmp_path, layout_name, split):
     assert str(layout.root) in text and f"{len(ds)} frames" in text
 
 
-def test_kitti_uses_only_frame_10_and_noc_mask(tmp_path):
+def test_kitti_uses_only_frame_10_and_noc_mask(tmp_path, monkeypatch):
     layout = make_kitti2015(tmp_path / "kitti")
     ds = build_dataset(layout.spec("train", gt="noc"))
+    reads = []
+    monkeypatch.setattr(base, "read_disparity", lambda path: reads.append(path) or read_disparity(path))
     sample = ds[0]
+    assert len(reads) == 1  # the noc GT file is also the mask: decoded once
     assert sample["name"].endswith("_10")
     np.testing.assert_array_equal(np.isfinite(sample["disparity"]), sample["nonocc"])  # noc GT is the mask
     assert "KITTI 2015 (train)" in ds.describe() and "train: 3" in ds.describe()

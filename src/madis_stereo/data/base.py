@@ -56,8 +56,9 @@ def load_frame(frame: Frame) -> Sample:
                         f"the left image {frame.left} is {left.shape[1]}x{left.shape[0]}")
     nonocc = None
     if frame.nonocc is not None:
-        if frame.nonocc_kind == "finite":
-            nonocc = np.isfinite(read_disparity(frame.nonocc))
+        if frame.nonocc_kind == "finite":  # KITTI with gt=noc: the mask is the GT file itself, read above
+            same = frame.nonocc == frame.disparity and disparity is not None
+            nonocc = np.isfinite(disparity if same else read_disparity(frame.nonocc))
         else:
             nonocc = read_mask(frame.nonocc) == 255
         if nonocc.shape != left.shape[:2]:

@@ -255,11 +255,12 @@ class Middlebury(StereoDataset):
         check_choice(resolution, ("F", "H", "Q"), "resolution")
         check_choice(layout, ("auto", "eval3", "scenes"), "layout")
         self._require_dir(self.root, "Middlebury MiddEval3 training{F,H,Q}/ or scene folders")
+        eval3 = self._eval3_root()
         if layout == "auto":
-            layout = "eval3" if self._eval3_root() is not None else "scenes"
+            layout = "eval3" if eval3 is not None else "scenes"
         self.has_gt = split == "train"
         if layout == "eval3":
-            eval3 = self._eval3_root() or self.root
+            eval3 = eval3 or self.root
             self.title = f"Middlebury MiddEval3 ({split}{resolution})"
             images = self._require_dir(eval3 / f"{'training' if self.has_gt else 'test'}{resolution}",
                                        "MiddEval3 scene folders <scene>/im0.png, im1.png")
@@ -270,9 +271,9 @@ class Middlebury(StereoDataset):
             self.title, images, gt_name, mask_name = "Middlebury scenes (train)", self.root, "disp0.pfm", None
         names = [n for n in _subdirs(images) if (images / n / "im0.png").is_file()]
         frames = []
+        suffix = "" if right_image == "im1.png" else f"/{Path(right_image).stem}"
         for scene in filter_names(names, scenes):
             folder = images / scene
-            suffix = "" if right_image == "im1.png" else f"/{Path(right_image).stem}"
             frames.append(Frame(name=scene + suffix, left=folder / "im0.png", right=folder / right_image,
                                 disparity=folder / gt_name if self.has_gt else None,
                                 nonocc=_optional(folder / mask_name) if (mask_name and self.has_gt) else None,
