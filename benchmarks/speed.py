@@ -129,32 +129,38 @@ def build_runner(spec: dict, model: torch.nn.Module, device: torch.device):
         net = model
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=spec["precision"] == "bf16")
     tiled = spec.get("tiled")
+    if tiled:  # the large pair is made once, outside the timed call
+        big_l = torch.randn(1, 3, *tiled, generator=g).to(device)
+        big_r = big_l.roll(-8, dims=-1)
 
     def run():
         with torch.inference_mode(), autocast:
             if tiled:
-                th, tw = tiled
-                big_l = torch.randn(1, 3, th, tw, generator=g).to(device)
-                return tiled_predict(net, big_l, big_l.roll(-8, dims=-1), crop=(h, w), overlap=spec.get("overlap", 0.7),
+                return tiled_predict(net, big_l, big_r, crop=(h, w), overlap=spec.get("overlap", 0.7),
                                      tile_batch=spec.get("tile_batch", 1))[0]
             return net(left, right).disparity
 
     return run, left, right
 
 
+def load_benchmark_model(spec: dict, device: torch.device) -> torch.nn.Module:
+    """``spec["checkpoint"]``, or a ``spec["preset"]`` model with seed-0 random weights, in eval mode."""
+    import madis_stereo as ms
+
+    torch.manual_seed(0)
+    if spec.get("checkpoint"):
+        return ms.load_model(spec["checkpoint"], map_location=device)
+    return ms.StereoModel(ms.ModelConfig.preset(spec["preset"])).to(device).eval()
+
+
 def worker(spec: dict) -> dict:
     """One measurement in this process; returns a result row."""
-    import madis_stereo as ms
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    torch.manual_seed(0)
     base_rss = PeakRSS.current()
-    if spec.get("checkpoint"):
-        model = ms.load_model(spec["checkpoint"], map_location=device)
-    else:
-        model = ms.StereoModel(ms.ModelConfig.preset(spec["preset"])).to(device).eval()
+    model = load_benchmark_model(spec, device)
     run, left, right = build_runner(spec, model, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -187,15 +193,10 @@ def disparity_difference(spec: dict) -> float:
     """Mean |bf16 - fp32| disparity (px) of one forward on the Middlebury Motorcycle pair (resized)."""
     import skimage.data
 
-    import madis_stereo as ms
     from madis_stereo.inference import normalize
 
     device = torch.device(spec["device"])
-    torch.manual_seed(0)
-    if spec.get("checkpoint"):
-        model = ms.load_model(spec["checkpoint"], map_location=device)
-    else:
-        model = ms.StereoModel(ms.ModelConfig.preset(spec["preset"])).to(device).eval()
+    model = load_benchmark_model(spec, device)
     h, w = spec["size"]
     left, right, _ = skimage.data.stereo_motorcycle()
     tensors = []
