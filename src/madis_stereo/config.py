@@ -10,7 +10,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,11 +149,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str], valid: Callable[[str], bool] | None = None) -> dict:
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict:
     """Apply ``a.b.c=value`` strings to a nested dict (value parsed as YAML); return a new dict.
 
-    ``valid`` is an optional predicate on the dotted key; strict validation of the keys happens when
-    the dict is turned into dataclasses with :func:`from_dict`.
+    Keys are validated strictly when the dict is turned into dataclasses with :func:`from_dict`.
     """
     out = _deep_copy(data)
     for item in overrides:
@@ -161,7 +160,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], valid: Calla
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
-        if not key or (valid is not None and not valid(key)):
+        if not key:
             raise ConfigError(f"unknown config key '{key}' in override {item!r}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,10 +229,6 @@ class Predictor:
         with self.autocast():
             disp, conf = tiled_predict(self.model, lt, rt, self.crop, self.overlap, self.conf_mode, self.tile_batch)
         return Prediction(disp[0, 0].float().cpu().numpy(), conf[0].float().cpu().numpy())
-
-    def iter_pairs(self, pairs: Sequence[tuple[Any, Any]]) -> Iterator[Prediction]:
-        for left, right in pairs:
-            yield self(left, right)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-__all__ = ["DistEnv", "ResumableSampler", "all_reduce_sum", "barrier", "broadcast_from_main", "pick_device", "setup",
+__all__ = ["DistEnv", "ResumableSampler", "all_reduce_sum", "broadcast_from_main", "pick_device", "setup",
            "teardown"]
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,6 @@ def broadcast_from_main(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return tensor
 
 
-def barrier(env: DistEnv) -> None:
-    if env.distributed:
-        dist.barrier()
-
-
 class ResumableSampler(DistributedSampler):
     """DistributedSampler (seeded shuffle per epoch, disjoint per rank) that can start inside an epoch.
 
@@ -96,8 +91,8 @@ class ResumableSampler(DistributedSampler):
     sees exactly the samples an uninterrupted run would.
     """
 
-    def __init__(self, dataset: Dataset, env: DistEnv, seed: int, shuffle: bool = True) -> None:
-        super().__init__(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=shuffle, seed=seed,
+    def __init__(self, dataset: Dataset, env: DistEnv, seed: int) -> None:
+        super().__init__(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed,
                          drop_last=True)
         self.start = 0
 
@@ -111,8 +106,3 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
-
-    @property
-    def epoch_length(self) -> int:
-        """Indices this rank sees in a full epoch."""
-        return self.num_samples

@@ -71,7 +71,3 @@ class EMATeacher:
             raise ValueError(f"teacher state does not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
         for name, param in zip(self.names, self._params):
             param.copy_(state[name])
-
-    def to(self, device: torch.device | str) -> EMATeacher:
-        self.model.to(device)
-        return self

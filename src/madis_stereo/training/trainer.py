@@ -111,7 +111,7 @@ class Trainer:
 
     def _plan(self) -> tuple[int, int, int]:
         o = self.cfg.optim
-        per_epoch = self.sampler.epoch_length // (o.batch_size * o.accum_steps)
+        per_epoch = self.sampler.num_samples // (o.batch_size * o.accum_steps)  # this rank's indices per epoch
         if per_epoch < 1:
             raise ConfigError(f"the training set ({len(self.train_dataset)} items) is smaller than one step "
                               f"(batch_size {o.batch_size} x accum_steps {o.accum_steps} x {self.env.world_size} "
