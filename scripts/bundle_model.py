@@ -18,15 +18,16 @@ from pathlib import Path
 import torch
 
 import madis_stereo as ms
-from madis_stereo.checkpoint import read_metadata
+from madis_stereo.checkpoint import header_config, load_weights, read_metadata, read_weights
 from madis_stereo.demo import MOTORCYCLE_MAX_DISPARITY, motorcycle
+from madis_stereo.training.state import list_checkpoints
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
-    ckpts = sorted(run_dir.glob("ckpt_step*.safetensors"), key=lambda p: int(p.stem.split("step")[-1]))
+    ckpts = list_checkpoints(run_dir)
     if not ckpts:
         raise SystemExit(f"no ckpt_step*.safetensors in {run_dir}")
-    return ckpts[-1]
+    return ckpts[-1][1]
 
 
 def score(model: torch.nn.Module, device: str) -> dict:
@@ -43,27 +44,30 @@ def score(model: torch.nn.Module, device: str) -> dict:
 
 
 def write_shards(model: torch.nn.Module, out: Path, shards: int, metadata: dict) -> None:
+    """The file ``save_model`` writes, its tensors split over ``shards`` files that each keep its header."""
+    from safetensors import safe_open
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    header = {"format_version": 1, "config": model.config.to_dict(), "metadata": metadata}
+    whole = ms.save_model(model, out / "default.safetensors", dtype=torch.float16, **metadata)
+    with safe_open(str(whole), framework="pt") as fh:
+        header = fh.metadata()
+    state = read_weights(whole)
+    whole.unlink()
     parts: list[dict[str, torch.Tensor]] = [{} for _ in range(shards)]
     for key in sorted(state, key=lambda k: -state[k].numel()):  # largest first, into the lightest shard
         min(parts, key=lambda p: sum(v.numel() for v in p.values()))[key] = state[key]
     for i, part in enumerate(parts):
-        save_file(part, str(out / f"default.part{i}.safetensors"), metadata={"madis_stereo": json.dumps(header)})
+        save_file(part, str(out / f"default.part{i}.safetensors"), metadata=header)
 
 
 def join_shards(folder: Path, target: Path) -> None:
-    from safetensors.torch import load_file
-
     parts = sorted(folder.glob("default.part*.safetensors"))
     header = read_metadata(parts[0])
     state: dict[str, torch.Tensor] = {}
     for p in parts:
-        state.update(load_file(str(p)))
-    model = ms.StereoModel(ms.ModelConfig.from_dict(header["config"]))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+        state.update(read_weights(p))
+    model = ms.StereoModel(header_config(parts[0], header))
+    load_weights(model, state, str(folder))
     ms.save_model(model, target, dtype=torch.float16, **header["metadata"])
 
 
