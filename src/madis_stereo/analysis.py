@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from madis_stereo.errors import InputError
-from madis_stereo.inference import as_rgb_uint8, normalize
+from madis_stereo.inference import normalize, rgb_pair
 
 __all__ = ["ATTENTION_KINDS", "attention_distance", "fit_to_crop", "head_distances", "token_distances"]
 
@@ -122,9 +122,7 @@ def attention_distance(model: torch.nn.Module, pairs: Iterable[tuple[Any, Any]],
     n_pairs = 0
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for left, right in pairs:
-        left_np, right_np = as_rgb_uint8(left, "left"), as_rgb_uint8(right, "right")
-        if left_np.shape != right_np.shape:
-            raise InputError(f"left and right images differ in size: {left_np.shape[:2]} vs {right_np.shape[:2]}")
+        left_np, right_np = rgb_pair(left, right)
         lt, rt = fit_to_crop(left_np, crop).to(device), fit_to_crop(right_np, crop).to(device)
         with model.capture_attention(record), autocast:
             model(lt, rt)

@@ -19,7 +19,7 @@ import torch
 from madis_stereo.baselines import fill_holes_rowwise, sgbm_disparity
 from madis_stereo.errors import InputError
 from madis_stereo.fileio import atomic_path
-from madis_stereo.inference import Predictor, certainty
+from madis_stereo.inference import Predictor, certainty, rgb_pair
 from madis_stereo.metrics import stereo_metrics
 from madis_stereo.visualize import colorize_disparity, confidence_image, error_map, save_png, side_by_side
 
@@ -68,8 +68,7 @@ def run_demo(model: torch.nn.Module, left: np.ndarray, right: np.ndarray, gt: np
     Writes into ``out_dir``: disparity.png, confidence.png, sgbm.png, sgbm_filled.png, sheet.png, and with
     GT error.png, error_sgbm.png and metrics.json. ``predictor_kwargs`` go to :class:`Predictor`.
     """
-    if left.shape != right.shape:
-        raise InputError(f"left and right images differ in size: {left.shape[:2]} vs {right.shape[:2]}")
+    left, right = rgb_pair(left, right)
     if gt is not None and gt.shape != left.shape[:2]:
         raise InputError(f"ground truth is {gt.shape}, the images are {left.shape[:2]}")
     out_dir = Path(out_dir)

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from madis_stereo.config import parse_conf_mode
 from madis_stereo.errors import InputError
+from madis_stereo.model.network import check_pair
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -75,15 +76,6 @@ def tile_weights(conf: Tensor, conf_mode: str) -> Tensor:
     return torch.exp(-beta * conf)
 
 
-def _check_model_inputs(left: Tensor, right: Tensor) -> None:
-    if not (isinstance(left, Tensor) and isinstance(right, Tensor)):
-        raise InputError("left and right must be torch tensors")
-    if left.dim() != 4 or left.shape[1] != 3:
-        raise InputError(f"left image must have shape [B, 3, H, W], got {list(left.shape)}")
-    if left.shape != right.shape:
-        raise InputError(f"left and right images differ in size: {list(left.shape)} vs {list(right.shape)}")
-
-
 @torch.inference_mode()
 def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Sequence[int] = (352, 704),
                   overlap: float = 0.7, conf_mode: str = "conf_expsigmoid_15_3",
@@ -98,7 +90,7 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
     Returns:
         disparity [B, 1, H, W] and the blended confidence logit [B, H, W] (float32).
     """
-    _check_model_inputs(left, right)
+    check_pair(left, right, multiple=1)
     win_h, win_w = int(crop[0]), int(crop[1])
     if win_h % 32 or win_w % 32:
         raise InputError(f"crop {win_h}x{win_w} must be a multiple of 32 in both sides")
@@ -187,6 +179,15 @@ def as_rgb_uint8(image: Any, name: str) -> np.ndarray:
     return array if array.flags.writeable else array.copy()  # torch.from_numpy warns on read-only arrays
 
 
+def rgb_pair(left: Any, right: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two images (arrays or paths) as uint8 HxWx3 arrays of one size; InputError otherwise."""
+    left_np, right_np = as_rgb_uint8(left, "left"), as_rgb_uint8(right, "right")
+    if left_np.shape != right_np.shape:
+        raise InputError(f"left and right images differ in size: {left_np.shape[1]}x{left_np.shape[0]} vs "
+                         f"{right_np.shape[1]}x{right_np.shape[0]}")
+    return left_np, right_np
+
+
 class Predictor:
     """Runs a model on image pairs of any size (tiled) with fixed settings.
 
@@ -218,10 +219,7 @@ class Predictor:
 
     def prepare(self, left: Any, right: Any) -> tuple[Tensor, Tensor]:
         """Two images -> normalised [1, 3, H, W] tensors on the device (sizes must agree)."""
-        left_np, right_np = as_rgb_uint8(left, "left"), as_rgb_uint8(right, "right")
-        if left_np.shape != right_np.shape:
-            raise InputError(f"left and right images differ in size: {left_np.shape[:2]} vs {right_np.shape[:2]}")
-        tensors = [torch.from_numpy(a).permute(2, 0, 1)[None].to(self.device) for a in (left_np, right_np)]
+        tensors = [torch.from_numpy(a).permute(2, 0, 1)[None].to(self.device) for a in rgb_pair(left, right)]
         return normalize(tensors[0]), normalize(tensors[1])
 
     def __call__(self, left: Any, right: Any) -> Prediction:

@@ -79,7 +79,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 
 def run(args: argparse.Namespace) -> int:
     from madis_stereo.errors import first_line
-    from madis_stereo.inference import as_rgb_uint8
+    from madis_stereo.inference import rgb_pair
     from madis_stereo.outputs import OutputOptions, write_outputs
     from madis_stereo.pairs import find_pairs
 
@@ -104,11 +104,7 @@ def run(args: argparse.Namespace) -> int:
     bar = common.progress(pairs, len(pairs), "predict", "pair", disable=args.quiet)
     for pair in bar:
         try:
-            left = as_rgb_uint8(pair.left, "left")
-            right = as_rgb_uint8(pair.right, "right")
-            if left.shape != right.shape:
-                raise ValueError(f"left and right images differ in size: {left.shape[1]}x{left.shape[0]} vs "
-                                 f"{right.shape[1]}x{right.shape[0]}")
+            left, right = rgb_pair(pair.left, pair.right)
             camera = _camera_for(args, pair.left, cameras) if options.needs_camera else None
             pred = predictor(left, right)
             write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, options, camera)
