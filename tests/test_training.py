@@ -258,6 +258,16 @@ def test_resume_takes_a_new_max_steps_and_reports_a_corrupt_checkpoint(tmp_path)
         train(longer, out_dir=tmp_path, resume=True, train_dataset=ToyStereo(8))
 
 
+def test_worker_processes_give_the_same_run_across_epochs(tmp_path, toy_folder):
+    losses = {}
+    for workers in (0, 2):
+        cfg = load_train_config(toy_config(data={"train": [toy_folder]}, optim={"max_steps": 10},
+                                           run={"num_workers": workers, "ckpt_every": 0}))
+        train(cfg, out_dir=tmp_path / str(workers))  # 16 pairs, batch 2: 8 steps per epoch
+        losses[workers] = train_losses(tmp_path / str(workers))
+    assert len(losses[0]) == 10 and losses[2] == losses[0]
+
+
 def test_kill_and_resume_continues_the_same_loss_curve(tmp_path, toy_folder):
     steps = 20
     sections = {"data": {"train": [toy_folder]}, "optim": {"max_steps": steps},

@@ -94,6 +94,7 @@ class Trainer:
         student = StereoModel(cfg.model.arch) if resume else build_student(cfg)
         self.engine = Engine(student, cfg, env)
         self.sampler = D.ResumableSampler(train_dataset, env, cfg.run.seed)
+        self.loader: DataLoader | None = None
         self.steps_per_epoch, self.total_steps, self.warmup_steps = self._plan()
         self.cfg_total_steps, self.cfg_warmup_steps = self.total_steps, self.warmup_steps
         self.step = self.epoch = self.position = self.nonfinite = 0
@@ -139,6 +140,7 @@ class Trainer:
         finally:
             bar.close()
             self.logger.close()
+            self.loader = None  # stops its persistent workers
         last = self.run_dir / S.checkpoint_name(self.step)
         return TrainResult(self.run_dir, self.step, last if self.env.is_main else None, self.best, self.engine)
 
@@ -148,11 +150,13 @@ class Trainer:
         self.sampler.set_position(self.epoch, self.position * o.batch_size * o.accum_steps)
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(self.epoch)
-        workers = self.cfg.run.num_workers
-        loader = DataLoader(self.train_dataset, batch_size=o.batch_size, sampler=self.sampler, drop_last=True,
-                            num_workers=workers, pin_memory=self.env.device.type == "cuda",
-                            worker_init_fn=worker_init() if workers else None)
-        batches = iter(loader)
+        if self.loader is None:  # built once: its worker processes persist across epochs
+            workers = self.cfg.run.num_workers
+            self.loader = DataLoader(self.train_dataset, batch_size=o.batch_size, sampler=self.sampler,
+                                     drop_last=True, num_workers=workers, pin_memory=self.env.device.type == "cuda",
+                                     worker_init_fn=worker_init() if workers else None,
+                                     persistent_workers=workers > 0)
+        batches = iter(self.loader)
         for _ in range(self.steps_per_epoch - self.position):
             yield [next(batches) for _ in range(o.accum_steps)]
 
