@@ -21,13 +21,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from madis_stereo.checkpoint import load_model, load_weights, read_weights, save_model
 from madis_stereo.config import ConfigError
+from madis_stereo.data import worker_init_fn
 from madis_stereo.errors import CheckpointError
 from madis_stereo.fileio import atomic_write_bytes
 from madis_stereo.model.network import StereoModel
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
-from madis_stereo.training.data import build_train_dataset, build_val_dataset, worker_init
+from madis_stereo.training.data import build_train_dataset, build_val_dataset
 from madis_stereo.training.engine import Engine, StepResult
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
@@ -154,7 +155,7 @@ class Trainer:
             workers = self.cfg.run.num_workers
             self.loader = DataLoader(self.train_dataset, batch_size=o.batch_size, sampler=self.sampler,
                                      drop_last=True, num_workers=workers, pin_memory=self.env.device.type == "cuda",
-                                     worker_init_fn=worker_init() if workers else None,
+                                     worker_init_fn=worker_init_fn if workers else None,
                                      persistent_workers=workers > 0)
         batches = iter(self.loader)
         for _ in range(self.steps_per_epoch - self.position):
