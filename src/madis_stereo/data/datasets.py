@@ -67,8 +67,6 @@ def build_dataset(spec: dict[str, Any]) -> Any:
         for key, field_name in getattr(spec_cls, "KEY_ALIASES", {}).items():
             message = message.replace(field_name, key)
         raise ConfigError(f"dataset '{name}': {message}") from None
-    if hasattr(cls, "from_spec"):
-        return cls.from_spec(parsed)
     return cls(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)})
 
 

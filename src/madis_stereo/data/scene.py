@@ -131,7 +131,7 @@ def _extra_plane(rng, cfg, background: Layer, canvas) -> Layer | None:
         dh = float(background.disparity(np.float32(width / 2), np.float32(yh)))
         b = min(0.8, float(rng.uniform(0.15, 1.0)) * (hi - dh) / max(height - 1 - yh, 1.0))
         a = 0.0
-        c = dh - b * yh - a * width / 2
+        c = dh - b * yh
     else:
         left_side = rng.random() < 0.5
         xw = float(rng.uniform(0.05, 0.45)) * width

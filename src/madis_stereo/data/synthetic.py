@@ -244,10 +244,6 @@ class SyntheticStereo:
     def __init__(self, config: SyntheticConfig | None = None, **changes) -> None:
         self.config = dataclasses.replace(config or SyntheticConfig(), **changes)
 
-    @classmethod
-    def from_spec(cls, spec: SyntheticConfig) -> SyntheticStereo:
-        return cls(spec)
-
     def render(self, index: int) -> SyntheticRender:
         """The full render (images, both views' disparity and labels, the layers) of scene ``index``."""
         if index < 0:
