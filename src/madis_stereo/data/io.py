@@ -38,10 +38,15 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 
-def _read_bytes(path: PathLike, what: str) -> bytes:
+def _require_file(path: PathLike, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    return path
+
+
+def _read_bytes(path: PathLike, what: str) -> bytes:
+    path = _require_file(path, what)
     try:
         return path.read_bytes()
     except OSError as err:
@@ -123,9 +128,7 @@ def write_pfm(path: PathLike, array: np.ndarray, little_endian: bool = True) -> 
 
 
 def _open_image(path: PathLike, what: str) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    path = _require_file(path, what)
     try:
         with Image.open(path) as image:
             image.load()
