@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from data_layouts import LAYOUTS, make_kitti2015, make_middlebury
 from PIL import Image
+from tools_helpers import run_cli
 
 from madis_stereo.cli import main
-
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _cli_args(layout, split="train") -> list[str]:
@@ -70,12 +64,8 @@ def test_check_fails_with_a_one_line_error(tmp_path, capsys):
 def test_check_as_a_real_process(tmp_path):
     layout = make_kitti2015(tmp_path / "kitti")
     sheet = tmp_path / "sheet.png"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "madis_stereo.cli", *_cli_args(layout), "--samples", "3", "--out", str(sheet)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    done = run_cli(*_cli_args(layout), "--samples", "3", "--out", sheet)
     assert done.returncode == 0, done.stderr
     assert "KITTI 2015 (train)" in done.stdout and "3 frames" in done.stdout and sheet.is_file()
-    command = [sys.executable, "-m", "madis_stereo.cli", "data", "check", "--dataset", "eth3d", "--root",
-               str(tmp_path / "none")]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    done = run_cli("data", "check", "--dataset", "eth3d", "--root", tmp_path / "none")
     assert done.returncode == 2 and "folder not found" in done.stderr and "Traceback" not in done.stderr

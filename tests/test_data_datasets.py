@@ -26,9 +26,9 @@ from madis_stereo.errors import DataError
 def _check_samples(ds, expected: dict) -> None:
     """Every sample equals the written files; invalid GT is +inf; dtypes and shapes as documented."""
     assert len(ds) == len(expected)
-    assert sorted(ds[i]["name"] for i in range(len(ds))) == sorted(expected)
-    for i in range(len(ds)):
-        sample = ds[i]
+    samples = [ds[i] for i in range(len(ds))]
+    assert sorted(s["name"] for s in samples) == sorted(expected)
+    for sample in samples:
         want = expected[sample["name"]]
         assert sample["left"].dtype == np.uint8 and sample["left"].ndim == 3 and sample["left"].shape[2] == 3
         np.testing.assert_array_equal(sample["left"], want["left"])

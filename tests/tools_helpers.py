@@ -53,10 +53,9 @@ def stereo_images(height: int = 70, width: int = 150, shift: int = 4, seed: int 
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:
-    from PIL import Image
+    from madis_stereo.data import write_image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    write_image(path, image)
     return path
 
 
