@@ -26,7 +26,7 @@ import numpy as np
 
 from madis_stereo.errors import InputError
 from madis_stereo.fileio import atomic_write_bytes
-from madis_stereo.metrics import PROTOCOLS
+from madis_stereo.metrics import get_protocol
 
 __all__ = [
     "DATASET_PROTOCOLS",
@@ -170,9 +170,7 @@ def evaluate_dataset(predictor: Callable[[Any, Any], Any], dataset: Sequence[Map
         submission: also write each prediction in the benchmark's submission layout.
         progress: wraps the index iterable (e.g. ``tqdm``); ``on_image`` receives each per-image record.
     """
-    if protocol not in PROTOCOLS:
-        raise InputError(f"unknown evaluation protocol {protocol!r}; known: {', '.join(sorted(PROTOCOLS))}")
-    spec = PROTOCOLS[protocol]
+    spec = get_protocol(protocol)
     count = len(dataset) if max_images is None else min(len(dataset), max(0, int(max_images)))
     if count == 0:
         raise InputError("the dataset holds no samples to evaluate")

@@ -36,6 +36,7 @@ __all__ = [
     "eth3d_image",
     "evaluate_protocol",
     "format_table",
+    "get_protocol",
     "generic_image",
     "kitti2012_image",
     "kitti2015_image",
@@ -454,6 +455,13 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+def get_protocol(name: str) -> Protocol:
+    """``PROTOCOLS[name]``; an unknown name raises InputError listing the known ones."""
+    if name not in PROTOCOLS:
+        raise InputError(f"unknown evaluation protocol {name!r}; known: {', '.join(sorted(PROTOCOLS))}")
+    return PROTOCOLS[name]
+
+
 def evaluate_protocol(name: str, samples: Iterable[Sequence[Any]], **kwargs: Any) -> dict[str, float]:
     """Evaluate a benchmark protocol over ``samples`` and aggregate as that benchmark does.
 
@@ -462,9 +470,7 @@ def evaluate_protocol(name: str, samples: Iterable[Sequence[Any]], **kwargs: Any
     call (e.g. ``max_disparity=``). ``samples`` may be a generator: images are scored one at a time.
     Returns a flat dict such as ``{"n_images": 200, "all/d1_all": 1.9, "noc/d1_all": 1.7, ...}``.
     """
-    if name not in PROTOCOLS:
-        raise InputError(f"unknown evaluation protocol {name!r}; known: {', '.join(sorted(PROTOCOLS))}")
-    protocol = PROTOCOLS[name]
+    protocol = get_protocol(name)
     results = []
     for i, sample in enumerate(samples):
         if not 2 <= len(sample) <= 4:

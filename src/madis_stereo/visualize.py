@@ -179,7 +179,6 @@ def save_png(path: str | os.PathLike, image: Any) -> Path:
     return Path(path)
 
 
-_KINDS = ("encoder", "decoder_self", "decoder_cross")
 _TITLES = {"encoder": "encoder self-attention", "decoder_self": "decoder self-attention",
            "decoder_cross": "decoder cross-attention"}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -209,7 +208,9 @@ def plot_attention_distance(results: Mapping[str, Mapping[str, Sequence[Sequence
         names = [str(x) for x in labels]
     else:
         raise InputError(f"got {len(labels)} labels for {len(models)} models")
-    kinds = [k for k in _KINDS if any(k in results[m] for m in models)]
+    from madis_stereo.analysis import ATTENTION_KINDS
+
+    kinds = [k for k in ATTENTION_KINDS if any(k in results[m] for m in models)]
     kinds += [k for m in models for k in results[m] if k not in kinds]
     if not kinds:
         raise InputError("the results hold no attention kind (expected encoder, decoder_self, decoder_cross)")
