@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -80,6 +81,22 @@ def check_pair(left: Tensor, right: Tensor, multiple: int = SIZE_MULTIPLE) -> No
         raise InputError(
             f"image size {h}x{w} is not a multiple of {multiple}; use tiled_predict/predict for arbitrary sizes"
         )
+
+
+def _run_blocks(blocks: nn.ModuleList, norm: nn.Module, x: Tensor, taps: tuple[int, ...],
+                *args: Any) -> tuple[Tensor, dict[int, Tensor]]:
+    """``x`` through ``blocks`` (each called with ``*args`` after ``x``), then ``norm``; returns the normalised
+    tokens and the outputs of the blocks listed in ``taps`` (the last block's is the normalised one)."""
+    tapped: dict[int, Tensor] = {}
+    last = len(blocks) - 1
+    for i, block in enumerate(blocks):
+        x = block(x, *args)
+        if i in taps and i != last:
+            tapped[i] = x
+    x = norm(x)
+    if last in taps:
+        tapped[last] = x
+    return x, tapped
 
 
 def patchify(images: Tensor, patch: int = 16) -> Tensor:
@@ -163,16 +180,7 @@ class StereoModel(nn.Module):
         if keep is not None:
             x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
         rope = self._rope(self.enc_rope, self.grid(images.shape[-2:]), keep, images.device)
-        tapped: dict[int, Tensor] = {}
-        last = len(self.enc_blocks) - 1
-        for i, block in enumerate(self.enc_blocks):
-            x = block(x, rope)
-            if i in taps and i != last:
-                tapped[i] = x
-        x = self.enc_norm(x)
-        if last in taps:
-            tapped[last] = x
-        return x, tapped
+        return _run_blocks(self.enc_blocks, self.enc_norm, x, taps, rope)
 
     def encode(self, left: Tensor, right: Tensor, mask_left: Tensor | None = None,
                mask_right: Tensor | None = None) -> PairEncoding:
@@ -233,17 +241,7 @@ class StereoModel(nn.Module):
         decoder block indices; the last is the normalised output).
         """
         rope = self._rope(self.dec_rope, grid, None, query.device)
-        tapped: dict[int, Tensor] = {}
-        x = query
-        last = len(self.dec_blocks) - 1
-        for i, block in enumerate(self.dec_blocks):
-            x = block(x, memory, rope, rope)
-            if i in taps and i != last:
-                tapped[i] = x
-        x = self.dec_norm(x)
-        if last in taps:
-            tapped[last] = x
-        return x, tapped
+        return _run_blocks(self.dec_blocks, self.dec_norm, query, taps, memory, rope, rope)
 
     def decode(self, enc: PairEncoding, reconstruct: bool = False, right_pass: bool = False) -> MaskedStereoOutput:
         """Decoder passes and heads on an encoded pair.
