@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from madis_stereo.errors import InputError
+from madis_stereo.inference.precision import autocast, check_precision, resolve_precision
 from madis_stereo.inference.tiling import tiled_predict
 from madis_stereo.model.config import parse_conf_mode
 from madis_stereo.model.preprocess import normalize
@@ -85,31 +86,33 @@ def rgb_pair(left: Any, right: Any) -> tuple[np.ndarray, np.ndarray]:
 class Predictor:
     """Runs a model on image pairs of any size (tiled) with fixed settings.
 
-    ``precision`` is "fp32" or "bf16" (autocast); ``crop`` defaults to the model's training crop;
-    ``compile`` wraps the model in ``torch.compile``.
+    ``precision`` is "auto" (the faster of fp32 and bf16 on the device, see
+    :func:`~madis_stereo.inference.precision.resolve_precision`), "fp32", "bf16" or "fp16" (autocast);
+    after construction ``precision`` holds the resolved one and ``precision_reason`` why it was chosen.
+    ``crop`` defaults to the model's training crop; ``compile`` wraps the model in ``torch.compile``.
     """
 
     def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
                  conf_mode: str | None = None, device: str | torch.device | None = None,
-                 precision: str = "fp32", tile_batch: int = 1, compile: bool = False) -> None:
+                 precision: str = "auto", tile_batch: int = 1, compile: bool = False) -> None:
         config = getattr(model, "config", None)
         self.crop = tuple(int(c) for c in (crop or (config.crop if config else (352, 704))))
         self.conf_mode = conf_mode or (config.conf_mode if config else "conf_expsigmoid_15_3")
         parse_conf_mode(self.conf_mode)
-        if precision not in ("fp32", "bf16"):
-            raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        check_precision(precision)
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.model = model.to(self.device).eval()
         if compile:  # one compiled graph per window size; the first call pays the compilation
             self.model = torch.compile(self.model)
         self.overlap = overlap
-        self.precision = precision
+        choice = resolve_precision(precision, self.device)
+        self.precision, self.precision_reason = choice.precision, choice.reason
+        if precision == "auto":
+            log.info("precision %s (%s)", choice.precision, choice.reason)
         self.tile_batch = tile_batch
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     def prepare(self, left: Any, right: Any) -> tuple[Tensor, Tensor]:
         """Two images -> normalised [1, 3, H, W] tensors on the device (sizes must agree)."""

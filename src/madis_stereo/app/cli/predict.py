@@ -72,8 +72,10 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 
         if args.checkpoint:
             raise ValueError("give either --checkpoint or --onnx, not both")
+        if common.precision_arg(args) not in ("auto", "fp32"):
+            raise ValueError("--onnx runs the exported model in fp32; drop --precision/--bf16")
         return Predictor(OnnxStereoModel(args.onnx), crop=args.crop, overlap=args.overlap, device="cpu",
-                         tile_batch=args.tile_batch)
+                         precision="fp32", tile_batch=args.tile_batch)
     return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
 
 
@@ -95,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if options.needs_camera and args.calib not in (None, "auto"):
         _camera_for(args, Path(args.calib), cameras)  # a missing or bad file stops before any work
     predictor = _predictor(args)
-    log.info("%d pair(s) -> %s (formats %s; crop %dx%d, overlap %.2f, %s)", len(pairs), args.out, ",".join(formats),
-             *predictor.crop, predictor.overlap, predictor.device)
+    log.info("%d pair(s) -> %s (formats %s; crop %dx%d, overlap %.2f, %s, %s)", len(pairs), args.out,
+             ",".join(formats), *predictor.crop, predictor.overlap, predictor.device, predictor.precision)
     if options.needs_camera:
         unit = "mm (calib.txt)" if args.calib else "the unit of --baseline"
         log.info("depth and point coordinates are in %s", unit)
