@@ -122,7 +122,8 @@ class OptimConfig:
     is fitted from the measured pace at steps 30 and 150 (``trainer.BUDGET_FIT_STEPS``), and the cosine
     schedule ends there.
     Warm-up: ``warmup_steps`` when set, else ``warmup_epochs``. ``batch_size`` is per process; the effective batch is
-    batch_size x accum_steps x processes.
+    batch_size x accum_steps x processes. ``activation_checkpointing`` recomputes each transformer block's
+    activations in the backward pass instead of storing them (less memory, about a third more compute).
     """
 
     lr: float = 3e-5
@@ -137,6 +138,7 @@ class OptimConfig:
     clip_grad: float | None = None
     amp: str = "none"
     time_budget_s: float | None = None
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.time_budget_s is not None and self.time_budget_s <= 0:
