@@ -120,10 +120,24 @@ class Predictor:
         return normalize(tensors[0]), normalize(tensors[1])
 
     def __call__(self, left: Any, right: Any) -> Prediction:
-        lt, rt = self.prepare(left, right)
+        return self.predict_batch([(left, right)])[0]
+
+    def predict_batch(self, pairs: Sequence[tuple[Any, Any]]) -> list[Prediction]:
+        """Several pairs of one size in one tiled pass: their windows go through the model together
+        (``len(pairs) x tile_batch`` per forward), which is what keeps a GPU busy. InputError when sizes differ."""
+        tensors = [self.prepare(left, right) for left, right in pairs]
+        if not tensors:
+            return []
+        sizes = sorted({tuple(t[0].shape[-2:]) for t in tensors})
+        if len(sizes) > 1:
+            raise InputError(f"predict_batch needs pairs of one size, got {', '.join(f'{w}x{h}' for h, w in sizes)}")
+        left = torch.cat([t[0] for t in tensors])
+        right = torch.cat([t[1] for t in tensors])
         with self.autocast():
-            disp, conf = tiled_predict(self.model, lt, rt, self.crop, self.overlap, self.conf_mode, self.tile_batch)
-        return Prediction(disp[0, 0].float().cpu().numpy(), conf[0].float().cpu().numpy())
+            disp, conf = tiled_predict(self.model, left, right, self.crop, self.overlap, self.conf_mode,
+                                       self.tile_batch)
+        disp, conf = disp.float().cpu().numpy(), conf.float().cpu().numpy()
+        return [Prediction(disp[i, 0], conf[i]) for i in range(len(tensors))]
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
