@@ -53,12 +53,16 @@ class DataConfig:
 
     ``val``: one dataset spec or None. ``augment``: ``AugmentConfig`` fields, None = no augmentation; the
     crop is ``model.crop`` (one source of truth for training and tiled inference).
+    ``render_on_device``: render the training pairs on the training device (``data.render_torch``) instead
+    of loading them through DataLoader workers; ``train`` is then one ``synthetic`` spec of size
+    ``model.crop`` and ``augment`` is null.
     """
 
     train: tuple[dict, ...] = ()
     val: dict | None = None
     augment: dict | None = None
     val_overlap: float = 0.7
+    render_on_device: bool = False
 
     def __post_init__(self) -> None:
         for i, spec in enumerate(self.train):
