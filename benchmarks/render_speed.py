@@ -1,6 +1,6 @@
 """Pairs per second of the synthetic stereo renderers and of a training step, on the machine at hand.
 
-Rows: the batched torch renderer (``data.render_torch``, what ``data.render_on_device`` trains on) on the
+Rows: the batched torch renderer (``training.rendering``, what ``data.render_on_device`` trains on) on the
 CPU and, when present, on CUDA; the NumPy/OpenCV reference renderer on one core (what each DataLoader worker
 renders); one training step of a preset (the bundled recipe's objective: CroCo-Stereo GT loss, dense
 synthetic GT) on a random batch; on CUDA also a step fed by the device renderer (render + step, the pace of
@@ -28,7 +28,7 @@ from speed import machine_line, sync  # noqa: E402
 from train_speed import make_batch, make_engine, time_steps  # noqa: E402
 
 from madis_stereo.data import SyntheticConfig, SyntheticStereo  # noqa: E402
-from madis_stereo.data.render_torch import DeviceBatches  # noqa: E402
+from madis_stereo.training.rendering import DeviceBatches  # noqa: E402
 
 
 def timed(fn, runs: int, device: torch.device) -> float:

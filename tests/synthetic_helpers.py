@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from madis_stereo.data.atlas import Atlas
-from madis_stereo.data.scene import FIELD_KEYS, SHAPE_KINDS, SHAPE_PARAMS, SceneBatch, fit_fields
+from madis_stereo.data.synthetic.atlas import Atlas
+from madis_stereo.data.synthetic.scene import FIELD_KEYS, SHAPE_KINDS, SHAPE_PARAMS, SceneBatch, fit_fields
 
 
 def make_scene(size: tuple[int, int], layers: list[dict]) -> tuple[SceneBatch, Atlas]:

@@ -11,9 +11,9 @@ import pytest
 from synthetic_helpers import box_scene, make_scene, smooth_atlas
 
 from madis_stereo.data import SyntheticConfig, SyntheticStereo, build_dataset
-from madis_stereo.data.atlas import build_atlas
-from madis_stereo.data.scene import MAX_SLANT, disparity_at, sample_scenes
-from madis_stereo.data.synthetic import Layer, render_scene
+from madis_stereo.data.synthetic.atlas import build_atlas
+from madis_stereo.data.synthetic.scene import MAX_SLANT, disparity_at, sample_scenes
+from madis_stereo.data.synthetic.world import Layer, render_scene
 
 # photometry off: the views differ only by geometry
 PLAIN = dict(size=(48, 96), max_disparity=32.0, lighting=0.0, noise_std=0.0, blur_prob=0.0, atlas_tiles=8,

@@ -15,9 +15,9 @@ import yaml
 from toy_stereo import ToyStereo, toy_config, write_toy_folder
 
 import madis_stereo as ms
-from madis_stereo.config import ConfigError
+from madis_stereo.errors import ConfigError, TrainingError
 from madis_stereo.model.masking import visible_index
-from madis_stereo.training import Engine, StepResult, TrainingError, load_train_config, train
+from madis_stereo.training import Engine, StepResult, load_train_config, train
 from madis_stereo.training.distributed import DistEnv
 from madis_stereo.training.engine import mask_generator, step_masks
 from madis_stereo.training.runlog import read_metrics
@@ -62,7 +62,7 @@ def subprocess_env() -> dict:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "madis_stereo.cli", *args]
+    return [sys.executable, "-m", "madis_stereo", *args]
 
 
 def write_config(path: Path, **sections) -> Path:
@@ -245,7 +245,8 @@ def _device_rendered(*overrides: str):
 
 def test_render_on_device_trains_the_tiny_preset_and_resumes_on_the_same_batches(tmp_path):
     result = train(_device_rendered("optim.max_steps=2"), out_dir=tmp_path / "trained")
-    assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in train_losses(tmp_path / "trained").values())
+    losses = train_losses(tmp_path / "trained").values()
+    assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in losses)
     # with lr 0 the loss of a step depends only on its batch (and masks): a resumed run sees the same batches
     train(_device_rendered("optim.max_steps=4", "optim.lr=0"), out_dir=tmp_path / "full")
     train(_device_rendered("optim.max_steps=2", "optim.lr=0"), out_dir=tmp_path / "part")

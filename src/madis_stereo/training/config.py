@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
-from madis_stereo.config import ConfigError, ModelConfig, apply_overrides, from_dict, load_yaml, to_dict
+from madis_stereo.errors import ConfigError
+from madis_stereo.model.config import ModelConfig
+from madis_stereo.utils.config import apply_overrides, from_dict, load_yaml, to_dict
 
 __all__ = [
     "DataConfig",
@@ -53,7 +55,7 @@ class DataConfig:
 
     ``val``: one dataset spec or None. ``augment``: ``AugmentConfig`` fields, None = no augmentation; the
     crop is ``model.crop`` (one source of truth for training and tiled inference).
-    ``render_on_device``: render the training pairs on the training device (``data.render_torch``) instead
+    ``render_on_device``: render the training pairs on the training device (``training.rendering``) instead
     of loading them through DataLoader workers; ``train`` is then one ``synthetic`` spec of size
     ``model.crop`` and ``augment`` is null.
     """
