@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                      train_step(args.preset, size, args.train_batch, args.amp, device, args.runs, source)))
     print("\n| what | device | batch | pairs/s |\n|---|---|---|---|")
     for what, where, batch, rate in rows:
-        print(f"| {what} | {where} | {batch} | {rate:.{1 if rate < 100 else 0}f} |")
+        print(f"| {what} | {where} | {batch} | {rate:.3g} |")
     return 0
 
 

@@ -131,3 +131,13 @@ def test_batches_are_deterministic_per_seed_stream_and_index():
     assert a["left"].dtype == torch.uint8 and a["left"].shape == (2, 3, 48, 96)
     assert a["disparity"].shape == (2, 1, 48, 96) and torch.isfinite(a["disparity"]).all()
     assert a["disparity"].min() >= 0 and a["disparity"].max() <= 32.0 + 1e-3
+
+
+def test_atlas_refresh_changes_the_textures_not_the_geometry():
+    cfg = dataclasses.replace(PLAIN, lighting=1.0)
+    fixed, fresh = DeviceBatches(cfg, 1), DeviceBatches(cfg, 1, atlas_refresh=2)
+    for n in (0, 1):
+        assert torch.equal(fixed.batch(n)["left"], fresh.batch(n)["left"])
+    a, b = fixed.batch(2), fresh.batch(2)  # pair 2 starts atlas generation 1
+    assert torch.equal(a["disparity"], b["disparity"]) and not torch.equal(a["left"], b["left"])
+    assert torch.equal(DeviceBatches(cfg, 1, atlas_refresh=2).batch(2)["left"], b["left"])  # a function of n

@@ -114,7 +114,8 @@ def build_device_batches(cfg: DataConfig, crop: Sequence[int], batch_size: int, 
     size = [int(v) for v in dataset.config.size]
     if size != [int(c) for c in crop]:
         raise ConfigError(f"data.render_on_device: data.train.0.size {size} must equal model.crop {list(crop)}")
-    return DeviceBatches(dataclasses.replace(dataset.config, occlusion_mask=False), batch_size, device, stream)
+    return DeviceBatches(dataclasses.replace(dataset.config, occlusion_mask=False), batch_size, device, stream,
+                         atlas_refresh=cfg.atlas_refresh)
 
 
 def build_val_dataset(cfg: DataConfig) -> Dataset | None:

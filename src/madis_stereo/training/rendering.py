@@ -45,6 +45,7 @@ __all__ = ["DeviceBatches", "DeviceRenderer", "RenderedBatch"]
 
 _EPS = 1e-3  # disparity margin for "strictly nearer", as in the reference
 _MIN_WINDOW = 16  # smallest window (pixels) a layer is evaluated on
+PAIRS_PER_CALL = 512  # DeviceBatches on CUDA: pairs rendered per call (fewer, larger kernels)
 
 
 @dataclasses.dataclass
@@ -205,8 +206,12 @@ class DeviceRenderer:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.config, self.batch_size, self.stream = config, int(batch_size), int(stream)
         self.device = torch.device(device)
-        if atlas is None:
-            atlas = build_atlas(config.seed, config.atlas_tiles, config.atlas_tile_size)
+        self.load_atlas(atlas if atlas is not None else build_atlas(config.seed, config.atlas_tiles,
+                                                                     config.atlas_tile_size))
+
+    def load_atlas(self, atlas: Atlas) -> None:
+        """Put ``atlas`` on the device (tiles in a grid of ``atlas_cols`` columns); scenes drawn from now on
+        index its tiles."""
         self.tile_count, self.tile_size = atlas.count, atlas.size
         self.atlas_cols = math.ceil(math.sqrt(atlas.count))
         rows = math.ceil(atlas.count / self.atlas_cols)
@@ -253,12 +258,13 @@ class DeviceRenderer:
         return RenderedBatch(left, right, d_left[:, None], nonocc, labels, labels_right)
 
     # --- geometry -------------------------------------------------------------------------------------
-    def _tensors(self, scene: SceneBatch) -> dict[str, Tensor]:
+    def _tensors(self, scene: SceneBatch) -> dict[str, Tensor | np.ndarray]:
         dev = self.device
         arrays = {f.name: getattr(scene, f.name) for f in dataclasses.fields(scene)
                   if isinstance(getattr(scene, f.name), np.ndarray)}
         out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev, non_blocking=True) for k, v in arrays.items()}
         out["texmap"] = out["texmap"].flatten(-2)
+        out["blur_max"] = scene.blur.max(0)
         return out
 
     def _zbuffer(self, p: dict[str, Tensor], plan: list[_Group], shape: tuple[int, int, int],
@@ -347,18 +353,19 @@ class DeviceRenderer:
         gain = (p["exposure"][:, view, None] * p["white"][:, view]).view(count, 3, 1, 1)
         image = tone(image, gain, p["gamma"][:, view].view(count, 1, 1, 1), p["bias"][:, view].view(count, 1, 1, 1))
         sigma = p["blur"][:, view]
-        if bool((sigma > 0).any()):
-            image = _blur(image, sigma)
+        largest = float(p["blur_max"][view])  # from the CPU copy: no device sync
+        if largest > 0:
+            image = _blur(image, sigma, largest)
         std = p["noise"][:, view].view(count, 1, 1, 1) * 255
         noise = torch.randn(image.shape, generator=generator, device=image.device)
         return (image + std * noise).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _blur(image: Tensor, sigma: Tensor) -> Tensor:
-    """Separable Gaussian blur of each image [B, 3, H, W] with its own ``sigma`` [B] (0 = unchanged),
-    kernel radius ceil(4 sigma) as OpenCV's for float images, mirrored borders."""
+def _blur(image: Tensor, sigma: Tensor, largest: float) -> Tensor:
+    """Separable Gaussian blur of each image [B, 3, H, W] with its own ``sigma`` [B] (0 = unchanged; at most
+    ``largest``), kernel radius about 4 sigma as OpenCV's for float images, mirrored borders."""
     count, channels, height, width = image.shape
-    radius = max(1, math.ceil(4 * float(sigma.max())))
+    radius = max(1, math.ceil(4 * largest))
     radius = min(radius, height - 1, width - 1)
     taps = torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype)
     s = sigma.clamp_min(1e-6)[:, None]
@@ -376,17 +383,22 @@ class DeviceBatches:
 
     ``batch(n)`` -> ``{"left", "right": uint8 [B, 3, H, W], "disparity": float32 [B, 1, H, W]}``, a pure
     function of (config seed, ``stream``, n). On CUDA ``ahead`` batches are rendered in one call (fewer,
-    larger kernels) and handed out in turn. ``len()`` is the config's nominal epoch length (in pairs), so
-    epochs are counted as for a dataset.
+    larger kernels) and handed out in turn. ``atlas_refresh`` > 0: a fresh texture atlas (generation
+    ``n * batch_size // atlas_refresh``) every ``atlas_refresh`` pairs, so that a long run does not see the
+    same textures throughout (each rebuild costs the CPU about a second). ``len()`` is the config's nominal
+    epoch length (in pairs), so epochs are counted as for a dataset.
     """
 
     def __init__(self, config: SyntheticConfig, batch_size: int, device: torch.device | str = "cpu",
-                 stream: int = 0, ahead: int | None = None) -> None:
+                 stream: int = 0, ahead: int | None = None, atlas_refresh: int = 0) -> None:
         device = torch.device(device)
         if ahead is None:
-            ahead = max(1, 256 // batch_size) if device.type == "cuda" else 1
-        self.config, self.batch_size, self.ahead = config, batch_size, ahead
+            ahead = max(1, PAIRS_PER_CALL // batch_size) if device.type == "cuda" else 1
+        if atlas_refresh < 0:
+            raise ValueError(f"atlas_refresh must be >= 0 (pairs; 0 = never), got {atlas_refresh}")
+        self.config, self.batch_size, self.ahead, self.atlas_refresh = config, batch_size, ahead, atlas_refresh
         self.renderer = DeviceRenderer(config, batch_size * ahead, device, stream)
+        self._generation = 0
         self._cached: tuple[int, dict[str, Tensor]] | None = None
 
     def __len__(self) -> int:
@@ -395,6 +407,11 @@ class DeviceBatches:
     def batch(self, index: int) -> dict[str, Tensor]:
         group, slot = divmod(index, self.ahead)
         if self._cached is None or self._cached[0] != group:
+            generation = group * self.ahead * self.batch_size // self.atlas_refresh if self.atlas_refresh else 0
+            if generation != self._generation:
+                c = self.config
+                self.renderer.load_atlas(build_atlas(c.seed, c.atlas_tiles, c.atlas_tile_size, generation))
+                self._generation = generation
             self._cached = (group, self.renderer.batch(group))
         part = slice(slot * self.batch_size, (slot + 1) * self.batch_size)
         return {key: value[part] for key, value in self._cached[1].items()}

@@ -35,11 +35,12 @@ class Atlas:
 
 
 @functools.lru_cache(maxsize=4)
-def build_atlas(seed: int, count: int, size: int) -> Atlas:
-    """The atlas of ``count`` tiles of ``size`` x ``size`` texels for ``seed`` (cached per process)."""
+def build_atlas(seed: int, count: int, size: int, generation: int = 0) -> Atlas:
+    """The atlas of ``count`` tiles of ``size`` x ``size`` texels for ``seed`` (cached per process);
+    ``generation`` > 0 gives fresh atlases of the same kind (the device renderer's ``atlas_refresh``)."""
     if count < 1 or size < 4:
         raise ValueError(f"a texture atlas needs at least 1 tile of at least 4 texels, got {count} x {size}")
-    rng = np.random.default_rng([seed, 0x7E7])
+    rng = np.random.default_rng([seed, 0x7E7, generation])
     tiles = np.stack([random_texture(rng, size, size, textureless_prob=0.0) for _ in range(count)])
     tiles.setflags(write=False)
     return Atlas(tiles, tiles.reshape(count, -1, 3).mean(1).astype(np.float32))
