@@ -13,6 +13,7 @@ a ``render_on_device`` run). Medians over ``--runs`` after one warm-up.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(args.size)
     cfg = SyntheticConfig(size=size, max_disparity=args.max_disparity, occlusion_mask=False)
     cpu, device = torch.device("cpu"), torch.device(args.device)
-    print(f"# {machine_line('cpu')} ({torch.get_num_threads()} threads)")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"# {machine_line('cpu')} ({torch.get_num_threads()} threads); load average {load}")
     if device.type == "cuda":
         print(f"# {machine_line(args.device)}")
     print(f"# {size[0]}x{size[1]}, max disparity {args.max_disparity:g}; median of {args.runs} runs after 1 warm-up")

@@ -46,6 +46,9 @@ __all__ = ["DeviceBatches", "DeviceRenderer", "RenderedBatch"]
 _EPS = 1e-3  # disparity margin for "strictly nearer", as in the reference
 _MIN_WINDOW = 16  # smallest window (pixels) a layer is evaluated on
 PAIRS_PER_CALL = 512  # DeviceBatches on CUDA: pairs rendered per call (fewer, larger kernels)
+# per-layer parameters the appearance needs, packed in one table: name -> columns (tile indices are exact in float)
+_TABLE = {"field": (0, 8), "texmap": (8, 14), "tile": (14, 15), "contrast": (15, 16), "tint": (16, 19),
+          "gain_right": (19, 20), "specular": (20, 25)}
 
 
 @dataclasses.dataclass
@@ -264,7 +267,10 @@ class DeviceRenderer:
                   if isinstance(getattr(scene, f.name), np.ndarray)}
         out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev, non_blocking=True) for k, v in arrays.items()}
         out["texmap"] = out["texmap"].flatten(-2)
-        out["blur_max"] = scene.blur.max(0)
+        columns = [out[name].float() if out[name].dim() == 3 else out[name].float()[..., None] for name in _TABLE]
+        out["table"] = torch.cat(columns, -1).flatten(0, 1)
+        out["blur_max"] = scene.blur.max(0)  # decisions from the CPU copy: no device syncs
+        out["highlights"] = bool((scene.specular[..., 3] > 0).any())
         return out
 
     def _zbuffer(self, p: dict[str, Tensor], plan: list[_Group], shape: tuple[int, int, int],
@@ -306,17 +312,19 @@ class DeviceRenderer:
                     generator: torch.Generator) -> Tensor:
         """The visible layers' colours at view positions ``xs`` (labels from the z-buffer), then the camera."""
         count, height, width = labels.shape
-        flat = labels.view(count, -1, 1)
+        layers = p["active"].shape[1]
+        rows = (torch.arange(count, device=labels.device).view(count, 1, 1) * layers + labels).view(-1)
+        # the visible layer's parameters, one row of the packed table per pixel, [B, H, W] each
+        picked = p["table"].index_select(0, rows).view(count, height, width, -1).unbind(-1)
 
-        def winner(name: str) -> list[Tensor]:  # the visible layer's parameters, [B, H, W] each
-            table = p[name] if p[name].dim() == 3 else p[name][..., None]
-            picked = table.gather(1, flat.expand(-1, -1, table.shape[-1]))
-            return list(picked.view(count, height, width, -1).unbind(-1))
+        def winner(name: str) -> list[Tensor]:
+            start, stop = _TABLE[name]
+            return list(picked[start:stop])
 
         field = winner("field")
         x = _source_x(field, xs, ys)[0] if view == 1 else xs
         m = winner("texmap")
-        tile = winner("tile")[0]
+        tile = winner("tile")[0].long()
         size = self.tile_size
         tx = reflect(m[0] * x + m[1] * ys + m[2], size) + (tile % self.atlas_cols) * size
         ty = reflect(m[3] * x + m[4] * ys + m[5], size) + torch.div(tile, self.atlas_cols, rounding_mode="floor") * size
@@ -335,7 +343,8 @@ class DeviceRenderer:
         if view == 1:
             gain = gain * winner("gain_right")[0][:, None]
         image = (mean + contrast * (texture - mean)) * gain
-        image = image + self._highlights(winner("specular"), field, xs, ys, view)[:, None]
+        if p["highlights"]:
+            image = image + self._highlights(winner("specular"), field, xs, ys, view)[:, None]
         return self._camera(image, p, view, generator)
 
     @staticmethod
@@ -353,7 +362,7 @@ class DeviceRenderer:
         gain = (p["exposure"][:, view, None] * p["white"][:, view]).view(count, 3, 1, 1)
         image = tone(image, gain, p["gamma"][:, view].view(count, 1, 1, 1), p["bias"][:, view].view(count, 1, 1, 1))
         sigma = p["blur"][:, view]
-        largest = float(p["blur_max"][view])  # from the CPU copy: no device sync
+        largest = float(p["blur_max"][view])
         if largest > 0:
             image = _blur(image, sigma, largest)
         std = p["noise"][:, view].view(count, 1, 1, 1) * 255
