@@ -45,7 +45,7 @@ __all__ = ["DeviceBatches", "DeviceRenderer", "RenderedBatch"]
 
 _EPS = 1e-3  # disparity margin for "strictly nearer", as in the reference
 _MIN_WINDOW = 16  # smallest window (pixels) a layer is evaluated on
-PAIRS_PER_CALL = 512  # DeviceBatches on CUDA: pairs rendered per call (fewer, larger kernels)
+PIXELS_PER_CALL = 1 << 26  # DeviceBatches on CUDA: pixels rendered per call (512 pairs of 256x512)
 # per-layer parameters the appearance needs, packed in one table: name -> columns (tile indices are exact in float)
 _TABLE = {"field": (0, 8), "texmap": (8, 14), "tile": (14, 15), "contrast": (15, 16), "tint": (16, 19),
           "gain_right": (19, 20), "specular": (20, 25)}
@@ -391,18 +391,20 @@ class DeviceBatches:
     """Training batches rendered on the device, for ``data.render_on_device``.
 
     ``batch(n)`` -> ``{"left", "right": uint8 [B, 3, H, W], "disparity": float32 [B, 1, H, W]}``, a pure
-    function of (config seed, ``stream``, n). On CUDA ``ahead`` batches are rendered in one call (fewer,
-    larger kernels) and handed out in turn. ``atlas_refresh`` > 0: a fresh texture atlas (generation
-    ``n * batch_size // atlas_refresh``) every ``atlas_refresh`` pairs, so that a long run does not see the
-    same textures throughout (each rebuild costs the CPU about a second). ``len()`` is the config's nominal
-    epoch length (in pairs), so epochs are counted as for a dataset.
+    function of (config seed, ``stream``, n). On CUDA ``ahead`` batches (by default about 2^26 pixels, e.g.
+    512 pairs of 256 x 512) are rendered in one call (fewer, larger kernels) and handed out in turn.
+    ``atlas_refresh`` > 0: a fresh texture atlas (generation ``pairs so far // atlas_refresh``, counted at the
+    start of each render call) every ``atlas_refresh`` pairs, so that a long run does not see the same
+    textures throughout (each rebuild costs the CPU about a second). ``len()`` is the config's nominal epoch
+    length (in pairs), so epochs are counted as for a dataset.
     """
 
     def __init__(self, config: SyntheticConfig, batch_size: int, device: torch.device | str = "cpu",
                  stream: int = 0, ahead: int | None = None, atlas_refresh: int = 0) -> None:
         device = torch.device(device)
         if ahead is None:
-            ahead = max(1, PAIRS_PER_CALL // batch_size) if device.type == "cuda" else 1
+            pixels = batch_size * config.size[0] * config.size[1]
+            ahead = max(1, PIXELS_PER_CALL // pixels) if device.type == "cuda" else 1
         if atlas_refresh < 0:
             raise ValueError(f"atlas_refresh must be >= 0 (pairs; 0 = never), got {atlas_refresh}")
         self.config, self.batch_size, self.ahead, self.atlas_refresh = config, batch_size, ahead, atlas_refresh
