@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from madis_stereo.data.augment import AugmentConfig
 from madis_stereo.data.synthetic.atlas import Atlas, build_atlas, reflect
 from madis_stereo.data.synthetic.config import SyntheticConfig
 from madis_stereo.data.synthetic.scene import (
@@ -40,6 +41,7 @@ from madis_stereo.data.synthetic.scene import (
     shading,
     tone,
 )
+from madis_stereo.training.device_augment import DeviceAugment
 
 __all__ = ["DeviceBatches", "DeviceRenderer", "RenderedBatch"]
 
@@ -395,12 +397,14 @@ class DeviceBatches:
     512 pairs of 256 x 512) are rendered in one call (fewer, larger kernels) and handed out in turn.
     ``atlas_refresh`` > 0: a fresh texture atlas (generation ``pairs so far // atlas_refresh``, counted at the
     start of each render call) every ``atlas_refresh`` pairs, so that a long run does not see the same
-    textures throughout (each rebuild costs the CPU about a second). ``len()`` is the config's nominal epoch
-    length (in pairs), so epochs are counted as for a dataset.
+    textures throughout (each rebuild costs the CPU about a second). ``augment``: CroCo-Stereo augmentation
+    on the device (``DeviceAugment``; flip, right-view perturbation, colour), seeded by n. ``len()`` is the
+    config's nominal epoch length (in pairs), so epochs are counted as for a dataset.
     """
 
     def __init__(self, config: SyntheticConfig, batch_size: int, device: torch.device | str = "cpu",
-                 stream: int = 0, ahead: int | None = None, atlas_refresh: int = 0) -> None:
+                 stream: int = 0, ahead: int | None = None, atlas_refresh: int = 0,
+                 augment: AugmentConfig | None = None) -> None:
         device = torch.device(device)
         if ahead is None:
             pixels = batch_size * config.size[0] * config.size[1]
@@ -409,6 +413,7 @@ class DeviceBatches:
             raise ValueError(f"atlas_refresh must be >= 0 (pairs; 0 = never), got {atlas_refresh}")
         self.config, self.batch_size, self.ahead, self.atlas_refresh = config, batch_size, ahead, atlas_refresh
         self.renderer = DeviceRenderer(config, batch_size * ahead, device, stream)
+        self.augment = DeviceAugment(augment) if augment is not None else None
         self._generation = 0
         self._cached: tuple[int, dict[str, Tensor]] | None = None
 
@@ -425,4 +430,8 @@ class DeviceBatches:
                 self._generation = generation
             self._cached = (group, self.renderer.batch(group))
         part = slice(slot * self.batch_size, (slot + 1) * self.batch_size)
-        return {key: value[part] for key, value in self._cached[1].items()}
+        batch = {key: value[part] for key, value in self._cached[1].items()}
+        if self.augment is not None:
+            rng = np.random.default_rng([self.config.seed, 0xA06, self.renderer.stream, index])
+            batch = self.augment(batch, rng)
+        return batch
