@@ -79,6 +79,14 @@ class Camera:
         cy = (height - 1) / 2.0 if self.cy is None else float(self.cy)
         return cx, cy
 
+    def depth(self, disparity: np.ndarray) -> np.ndarray:
+        """:func:`disparity_to_depth` with this camera (the interface ``write_outputs`` uses)."""
+        return disparity_to_depth(disparity, self)
+
+    def points(self, disparity: np.ndarray, image: np.ndarray, **filters: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`point_cloud` with this camera (the interface ``write_outputs`` uses)."""
+        return point_cloud(disparity, image, self, **filters)
+
 
 def camera_from_calib(calib: Mapping[str, Any], source: str = "calib") -> Camera:
     """A :class:`Camera` from a Middlebury / ETH3D calibration dict (see ``madis_stereo.data.read_calib``).
@@ -235,6 +243,9 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
     ``<name>.pfm`` / ``<name>.npy`` (float32 disparity), ``<name>_depth.pfm|.npy`` (depth, +inf invalid),
     ``<name>.ply`` (coloured points), ``<name>_conf.png`` (:func:`certainty`, 8-bit, white = sure).
     ``confidence`` is the raw confidence logit of :class:`~madis_stereo.inference.Prediction`.
+    ``camera``: a :class:`Camera`, or a :class:`~madis_stereo.geometry.rectify.RectifiedView` for a pair
+    rectified from raw images (depth and points then lie in the original left camera; ``image`` is the
+    original left image).
     """
     from madis_stereo.data.io import write_kitti_disparity, write_pfm
     from madis_stereo.visualize import colorize_disparity, save_png
@@ -259,7 +270,7 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
             sure = certainty(confidence) if sure is None else sure
             save_png(path, certainty_png(sure))
         elif fmt == "depth" and camera is not None:
-            depth = disparity_to_depth(disparity, camera)
+            depth = camera.depth(disparity)
             path = Path(f"{path}.{options.depth_format}")
             if options.depth_format == "pfm":
                 write_pfm(path, depth)
@@ -268,8 +279,8 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
         elif fmt == "ply" and camera is not None:
             if options.min_certainty is not None and sure is None:
                 sure = certainty(confidence)
-            points, colors = point_cloud(disparity, image, camera, certainty=sure,
-                                         min_certainty=options.min_certainty, max_depth=options.max_depth)
+            points, colors = camera.points(disparity, image, certainty=sure, min_certainty=options.min_certainty,
+                                           max_depth=options.max_depth)
             write_ply(path, points, colors, comments=(f"madis-stereo point cloud of {name}, unit {camera.unit}",))
             log.debug("%s: %d points", path, len(points))
         written.append(path)

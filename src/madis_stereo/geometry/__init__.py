@@ -1,0 +1,1 @@
+"""Camera geometry: stereo calibrations of raw camera pairs and their rectification."""
