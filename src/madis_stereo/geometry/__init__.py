@@ -1,1 +1,2 @@
-"""Camera geometry: stereo calibrations of raw camera pairs and their rectification."""
+"""Stereo geometry: the rectified camera, depth and point clouds (``camera``); calibrations of raw camera pairs
+(``calibration``) and their rectification (``rectify``)."""

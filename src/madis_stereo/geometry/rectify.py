@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
 from madis_stereo.errors import InputError
 from madis_stereo.geometry.calibration import StereoCalibration
+from madis_stereo.geometry.camera import Camera
 
 __all__ = ["RectifiedView", "Rectifier", "VerticalDisparity", "vertical_disparity"]
 
@@ -68,10 +68,8 @@ class RectifiedView:
         """cx' of the right rectified camera minus the left one's (0 with OpenCV's zero-disparity flag)."""
         return float(self.P2[0, 2] - self.P1[0, 2])
 
-    def rectified_camera(self) -> Any:
-        """The :class:`~madis_stereo.outputs.Camera` of the rectified left image (depth along the rectified axis)."""
-        from madis_stereo.outputs import Camera
-
+    def rectified_camera(self) -> Camera:
+        """The :class:`Camera` of the rectified left image (depth along the rectified optical axis)."""
         return Camera(fx=self.focal, fy=float(self.P1[1, 1]), cx=float(self.P1[0, 2]), cy=float(self.P1[1, 2]),
                       baseline=self.baseline, doffs=self.doffs, unit=self.unit)
 
@@ -105,7 +103,7 @@ class RectifiedView:
         """Points [N, 3] float32 in the original left camera frame and their colours [N, 3] uint8.
 
         ``disparity`` and ``certainty`` are maps of the rectified left image; ``image`` is the ORIGINAL left
-        image (colours). Filters as :func:`madis_stereo.outputs.point_cloud`.
+        image (colours). Filters as :func:`~madis_stereo.geometry.camera.point_cloud`.
         """
         image = np.asarray(image)
         w, h = self.size
