@@ -26,14 +26,14 @@ log = logging.getLogger("madis_stereo.training")
 class TrainConsole:
     """The console of one run; inert when ``enabled`` is False (ranks other than 0).
 
-    ``pairs_per_step``: training pairs per optimiser step (all processes); ``budget_s``: the time budget
-    counted from ``started`` (a ``time.perf_counter()`` value), or None.
+    ``pairs_per_step``: training pairs per optimiser step (all processes); ``budget_s``: the time budget,
+    counted from now. The console keeps its own clock (``time.monotonic``), apart from the trainer's.
     """
 
     def __init__(self, total: int, initial: int, pairs_per_step: int, log_every: int, enabled: bool,
-                 budget_s: float | None = None, started: float | None = None) -> None:
+                 budget_s: float | None = None) -> None:
         self.enabled, self.log_every, self.initial = enabled, log_every, initial
-        self.started = time.perf_counter() if started is None else started
+        self.started = time.monotonic()
         deadline = self.started + budget_s if budget_s is not None else None
         self.progress = Progress(total, desc="train", initial=initial, items_per_step=pairs_per_step,
                                  item_unit="pairs", deadline=deadline, enabled=None if enabled else False)
@@ -68,7 +68,7 @@ class TrainConsole:
         self.progress.close()
         if not self.enabled or last is None:
             return
-        seconds = time.perf_counter() - self.started
+        seconds = time.monotonic() - self.started
         rate = (step - self.initial) * self.progress.items_per_step / seconds if seconds > 0 else 0.0
         resumed = f" (resumed at step {self.initial})" if self.initial else ""
         items: list[tuple[str, Any]] = [("steps", f"{step}{resumed}"),

@@ -125,7 +125,7 @@ class Trainer:
                  self.warmup_steps, self.run_dir)
         o = self.cfg.optim
         self.console = TrainConsole(self.total_steps, self.step, o.batch_size * o.accum_steps * self.env.world_size,
-                                    self.cfg.run.log_every, self.env.is_main, o.time_budget_s, self.started)
+                                    self.cfg.run.log_every, self.env.is_main, o.time_budget_s)
         last = None
         try:
             while self.step < self.total_steps:

@@ -82,7 +82,7 @@ class Progress:
     """Progress of ``total`` steps: rate, ETA and fields on a terminal line; nothing when not a terminal.
 
     ``items_per_step`` converts steps into ``item_unit`` for the rate (pairs per optimiser step);
-    ``deadline`` (a ``time.perf_counter()`` value) caps the ETA, e.g. at the end of a time budget.
+    ``deadline`` (a ``time.monotonic()`` value) caps the ETA, e.g. at the end of a time budget.
     ``enabled=None`` = draw iff ``stream`` is a terminal.
     """
 
@@ -94,7 +94,7 @@ class Progress:
         self.total, self.n, self.desc = total, initial, desc
         self.items_per_step, self.item_unit, self.deadline, self.width = items_per_step, item_unit, deadline, width
         self.fields: dict[str, Any] = {}
-        self.started = time.perf_counter()
+        self.started = time.monotonic()
         self._mark: tuple[float, int] | None = None  # (time, n) of the first update: start-up is not pace
         self._drawn_at = 0.0
         self._visible = False
@@ -115,7 +115,7 @@ class Progress:
         if self._mark is None:
             return None
         t0, n0 = self._mark
-        elapsed = time.perf_counter() - t0
+        elapsed = time.monotonic() - t0
         return (self.n - n0) * self.items_per_step / elapsed if self.n > n0 and elapsed > 0 else None
 
     def eta(self) -> float | None:
@@ -123,7 +123,7 @@ class Progress:
         rate = self.rate()
         left = None if rate is None else (self.total - self.n) * self.items_per_step / rate
         if self.deadline is not None:
-            until = max(0.0, self.deadline - time.perf_counter())
+            until = max(0.0, self.deadline - time.monotonic())
             left = until if left is None else min(left, until)
         return left
 
@@ -143,7 +143,7 @@ class Progress:
     # --- drawing ---------------------------------------------------------------------------------
     def update(self, n: int = 1, **fields: Any) -> None:
         """Advance by ``n`` steps and set the shown fields (e.g. ``loss=2.35``)."""
-        now = time.perf_counter()
+        now = time.monotonic()
         if self._mark is None:
             self._mark = (now, self.n)
         self.n += n
@@ -154,7 +154,7 @@ class Progress:
     def draw(self) -> None:
         if not self.active:
             return
-        self._drawn_at = time.perf_counter()
+        self._drawn_at = time.monotonic()
         self.stream.write("\r\x1b[K" + self.line())
         self.stream.flush()
         self._visible = True
