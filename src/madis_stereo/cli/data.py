@@ -37,18 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(func=run_check)
 
 
-def dataset_spec(args: argparse.Namespace) -> dict:
-    """The ``build_dataset`` spec from the command line options."""
-    from madis_stereo.config import apply_overrides
-
-    spec: dict = {"name": args.dataset}
-    if args.root is not None:
-        spec["root"] = str(args.root)
-    if args.split is not None:
-        spec["split"] = args.split
-    return apply_overrides(spec, args.overrides)
-
-
 def _panel(image: np.ndarray, label: str) -> np.ndarray:
     height = max(1, round(image.shape[0] * _PANEL_WIDTH / image.shape[1]))
     panel = cv2.resize(image, (_PANEL_WIDTH, height), interpolation=cv2.INTER_AREA)
@@ -75,10 +63,11 @@ def sample_sheet(samples: list[dict]) -> np.ndarray:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from madis_stereo.cli.common import dataset_spec
     from madis_stereo.data import build_dataset, write_image
     from madis_stereo.errors import DataError
 
-    dataset = build_dataset(dataset_spec(args))
+    dataset = build_dataset(dataset_spec(args.dataset, args.root, args.split, args.overrides))
     print(dataset.describe())
     if args.verify:
         bad = []

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="LEFT RIGHT", help="pairs of images, folders or patterns")
     p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
     common.add_model_arguments(p)
-    p.add_argument("--onnx", metavar="MODEL.onnx", help="run an exported ONNX model (onnxruntime, CPU) instead")
+    p.add_argument("--onnx", metavar="MODEL.onnx",
+                   help="run an exported ONNX model with onnxruntime (CPU; --device cuda needs onnxruntime-gpu)")
     p.add_argument("--format", default="color", help=FORMATS_HELP)
     p.add_argument("--vmin", type=float, default=0.0, help="colour range start of the color PNG (default 0)")
     p.add_argument("--vmax", type=float, default=None,
@@ -68,12 +69,12 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     from madis_stereo.inference import Predictor
 
     if args.onnx:
-        from madis_stereo.export import OnnxStereoModel
+        from madis_stereo.export import OnnxStereoModel, onnx_providers
 
         if args.checkpoint:
             raise ValueError("give either --checkpoint or --onnx, not both")
-        return Predictor(OnnxStereoModel(args.onnx), crop=args.crop, overlap=args.overlap, device="cpu",
-                         tile_batch=args.tile_batch)
+        model = OnnxStereoModel(args.onnx, providers=onnx_providers(args.device))
+        return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", tile_batch=args.tile_batch)
     return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
 
 

@@ -1,0 +1,91 @@
+"""User journeys that must work the first time (issue 18): the user's own folders, wrong flags and devices,
+run folders shared by two processes, fine-tuning the bundled model. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import data_layouts as layouts
+import pytest
+import torch
+from tools_helpers import cli, make_tiny_checkpoint, write_pair
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("journeys") / "tiny.safetensors")
+
+
+# --- evaluate on the user's own folder and on the synthetic world ----------------------------------------
+
+
+def test_evaluate_own_folder_and_synthetic(ckpt, tmp_path):
+    layout = layouts.make_folder(tmp_path / "my_rig")
+    out = tmp_path / "folder.json"
+    proc = cli("evaluate", "--checkpoint", ckpt, "--dataset", "folder", "--root", layout.root,
+               "--set", "disparity='disp/*.pfm'", "--out", out, "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["dataset"] == {"name": "folder", "root": str(layout.root), "disparity": "disp/*.pfm"}
+    assert sorted(r["name"] for r in report["per_image"]) == ["scene_a", "scene_b", "scene_c"]
+    out = tmp_path / "synthetic.json"
+    proc = cli("evaluate", "--checkpoint", ckpt, "--dataset", "synthetic", "--set", "size=[64,128]",
+               "--max-images", 1, "--out", out, "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(out.read_text())["per_image"]) == 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--dataset", "synthetic", "--root", "x"], "dataset 'synthetic' is generated and reads no folder: drop --root"),
+    (["--dataset", "folder", "--root", "x", "--split", "train"], "dataset 'folder' has no splits: drop --split"),
+    (["--dataset", "kitti2015"], "dataset 'kitti2015' needs --root DIR"),
+    (["--dataset", "folder", "--root", "x", "--set", "split=null"], "instead of --set split=..."),
+])
+def test_evaluate_dataset_flags_one_line(ckpt, args, message):
+    proc = cli("evaluate", "--checkpoint", ckpt, *args)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+
+
+# --- devices this machine does not have -----------------------------------------------------------------
+
+_NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+@_NO_CUDA
+@pytest.mark.parametrize("command", [
+    ["predict", "a.png", "b.png", "-o", "out"],
+    ["evaluate", "--dataset", "synthetic"],
+    ["analyze", "attention-distance", "--checkpoint", "c", "a.png", "b.png", "--json", "x.json"],
+    ["demo"],
+])
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+def test_missing_device_is_one_line(command, device, tmp_path):
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    proc = cli(*command, "--device", device)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and f"device '{device}'" in proc.stderr, proc.stderr
+
+
+@_NO_CUDA
+def test_train_on_missing_cuda_is_one_line(tmp_path):
+    proc = cli("train", CONFIGS / "tiny_synthetic.yaml", "run.device=cuda", "--out", tmp_path / "run")
+    assert proc.returncode == 2
+    assert "device 'cuda'" in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_onnx_with_cuda_never_runs_on_the_cpu(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    left, right = write_pair(tmp_path)
+    proc = cli("predict", left, right, "-o", tmp_path / "out", "--onnx", tmp_path / "m.onnx", "--device", "cuda")
+    assert proc.returncode == 2
+    assert "this onnxruntime has no CUDA provider" in proc.stderr and not (tmp_path / "out").exists()
