@@ -89,3 +89,24 @@ def test_onnx_with_cuda_never_runs_on_the_cpu(tmp_path):
     proc = cli("predict", left, right, "-o", tmp_path / "out", "--onnx", tmp_path / "m.onnx", "--device", "cuda")
     assert proc.returncode == 2
     assert "this onnxruntime has no CUDA provider" in proc.stderr and not (tmp_path / "out").exists()
+
+
+# --- crop and tiling flags: checked once, up front ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--crop", "0", "0"], "crop 0x0 (--crop H W): each side must be a positive multiple of 32"),
+    (["--crop", "-32", "64"], "crop -32x64 (--crop H W)"),
+    (["--crop", "250", "500"], "crop 250x500 (--crop H W)"),
+    (["--tile-batch", "0"], "tile batch (--tile-batch) must be an integer >= 1, got 0"),
+    (["--overlap", "1"], "overlap (--overlap) must be in [0, 1), got 1.0"),
+])
+def test_tiling_flags_fail_once_up_front(ckpt, tmp_path, flags, message):
+    for name in ("a", "b", "c"):
+        write_pair(tmp_path / "in", name)
+    folder = tmp_path / "in"
+    proc = cli("predict", folder / "a_left.png", folder / "a_right.png", folder / "b_left.png",
+               folder / "b_right.png", "-o", tmp_path / "out", "--checkpoint", ckpt, "--device", "cpu", *flags)
+    assert proc.returncode == 2
+    assert proc.stderr.count(message) == 1 and proc.stderr.startswith(f"madis-stereo predict: error: {message}")
+    assert not (tmp_path / "out").exists()

@@ -27,10 +27,18 @@ def cli_device(args: argparse.Namespace) -> Any:
     return pick_device(args.device)
 
 
+def check_tiling_args(args: argparse.Namespace) -> None:
+    """--crop, --overlap and --tile-batch, checked before any model or image is loaded."""
+    from madis_stereo.inference import check_tiling
+
+    check_tiling(args.crop or (32, 32), args.overlap, args.tile_batch)
+
+
 def load_cli_model(args: argparse.Namespace) -> Any:
     """The model named by --checkpoint, or the bundled default, on --device."""
     from madis_stereo.checkpoint import load_default_model, load_model
 
+    check_tiling_args(args)
     device = cli_device(args)
     if args.checkpoint:
         model = load_model(args.checkpoint, map_location=device)

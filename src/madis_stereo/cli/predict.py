@@ -73,6 +73,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 
         if args.checkpoint:
             raise ValueError("give either --checkpoint or --onnx, not both")
+        common.check_tiling_args(args)
         model = OnnxStereoModel(args.onnx, providers=onnx_providers(args.device))
         return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", tile_batch=args.tile_batch)
     return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
