@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "DataError", "InputError", "first_line"]
+__all__ = ["CheckpointError", "DataError", "InputError", "TrainingError", "first_line"]
 
 
 class InputError(ValueError):
@@ -15,6 +15,11 @@ class CheckpointError(ValueError):
 
 class DataError(ValueError):
     """A dataset file or folder is missing, unreadable or not what it claims (the message names it)."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on (e.g. its run folder is in use, too many non-finite steps); the message
+    says why and what to try."""
 
 
 def first_line(err: BaseException) -> str:
