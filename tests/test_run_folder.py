@@ -20,13 +20,7 @@ from madis_stereo.errors import TrainingError
 from madis_stereo.training import load_train_config, train
 from madis_stereo.training.state import LOCK_NAME
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
