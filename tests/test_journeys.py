@@ -7,9 +7,13 @@ import json
 from pathlib import Path
 
 import data_layouts as layouts
+import numpy as np
 import pytest
 import torch
 from tools_helpers import cli, make_tiny_checkpoint, write_pair
+
+from madis_stereo.errors import InputError
+from madis_stereo.pairs import find_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -110,3 +114,57 @@ def test_tiling_flags_fail_once_up_front(ckpt, tmp_path, flags, message):
     assert proc.returncode == 2
     assert proc.stderr.count(message) == 1 and proc.stderr.startswith(f"madis-stereo predict: error: {message}")
     assert not (tmp_path / "out").exists()
+
+
+# --- folder pairing ---------------------------------------------------------------------------------------
+
+
+def _touch_images(folder, *names):
+    from tools_helpers import write_png
+
+    for name in names:
+        write_png(folder / name, np.zeros((4, 4, 3), np.uint8))
+
+
+def test_extra_file_is_named_and_the_rest_pairs(tmp_path, caplog):
+    _touch_images(tmp_path / "left", "a.png", "b.png", "extra.png")
+    _touch_images(tmp_path / "right", "a.png", "b.png")
+    pairs = find_pairs([str(tmp_path / "left"), str(tmp_path / "right")])
+    assert [(p.left.name, p.right.name) for p in pairs] == [("a.png", "a.png"), ("b.png", "b.png")]
+    assert "1 image(s) without a partner, skipped" in caplog.text and str(tmp_path / "left" / "extra.png") in caplog.text
+
+
+@pytest.mark.parametrize(("left", "right"), [
+    ("desk_left.png", "desk_right.png"), ("left_desk.png", "right_desk.png"), ("desk_L.png", "desk_R.png"),
+    ("desk-im0.png", "desk-im1.png"),
+])
+def test_one_folder_with_both_views_pairs_by_naming_convention(tmp_path, left, right, caplog):
+    _touch_images(tmp_path, left, right, left.replace("desk", "toy"), right.replace("desk", "toy"))
+    pairs = find_pairs([str(tmp_path), str(tmp_path)])
+    assert sorted((p.left.name, p.right.name) for p in pairs) == sorted(
+        [(left, right), (left.replace("desk", "toy"), right.replace("desk", "toy"))])
+    assert all(p.left != p.right for p in pairs)
+    patterns = find_pairs([str(tmp_path / "*.png"), str(tmp_path / "*.png")])
+    assert [(p.left, p.right) for p in patterns] == [(p.left, p.right) for p in pairs]
+    # a left image in one folder, its right one in another, both named by the convention
+    (tmp_path / "r").mkdir()
+    (tmp_path / right).rename(tmp_path / "r" / right)
+    (tmp_path / "l").mkdir()
+    (tmp_path / left).rename(tmp_path / "l" / left)
+    pairs = find_pairs([str(tmp_path / "l"), str(tmp_path / "r")])
+    assert [(p.left.name, p.right.name) for p in pairs] == [(left, right)]
+
+
+def test_one_folder_without_convention_is_refused(tmp_path):
+    _touch_images(tmp_path, "a.png", "b.png", "Lamp.png")
+    with pytest.raises(InputError, match="is both LEFT and RIGHT, and its 3 image"):
+        find_pairs([str(tmp_path), str(tmp_path)])
+
+
+def test_predict_on_a_left_right_folder(ckpt, tmp_path):
+    for name in ("desk", "toy"):
+        write_pair(tmp_path / "pairs", name, height=40, width=70)
+    proc = cli("predict", tmp_path / "pairs", tmp_path / "pairs", "-o", tmp_path / "out", "--checkpoint", ckpt,
+               "--device", "cpu", "--format", "npy")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["desk_left.npy", "toy_left.npy"]

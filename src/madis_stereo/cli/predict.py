@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict", help="predict disparity for image pairs",
         description="Predict the disparity of the left image for LEFT RIGHT pairs of files, folders (matched "
-        "by file name, else by sorted order) or quoted glob patterns.")
+        "by file name, else by *_left/*_right, *_L/*_R or im0/im1 names, else by sorted order; DIR DIR splits one "
+        "folder by those names) or quoted glob patterns.")
     p.add_argument("inputs", nargs="+", metavar="LEFT RIGHT", help="pairs of images, folders or patterns")
     p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
     common.add_model_arguments(p)
