@@ -12,8 +12,8 @@ import pytest
 import torch
 from tools_helpers import cli, make_tiny_checkpoint, write_pair
 
+from madis_stereo.app.pairs import find_pairs
 from madis_stereo.errors import InputError
-from madis_stereo.pairs import find_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,8 +15,7 @@ from test_training import cli, subprocess_env, train_losses, write_config
 from tools_helpers import cli as cli_in_process
 from toy_stereo import toy_config, write_toy_folder
 
-from madis_stereo.config import ConfigError
-from madis_stereo.errors import TrainingError
+from madis_stereo.errors import ConfigError, TrainingError
 from madis_stereo.training import load_train_config, train
 from madis_stereo.training.state import LOCK_NAME
 
