@@ -169,3 +169,27 @@ def test_predict_on_a_left_right_folder(ckpt, tmp_path):
                "--device", "cpu", "--format", "npy")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["desk_left.npy", "toy_left.npy"]
+
+
+# --- messages: YAML errors with their line, the pickled-module checkpoint error whole -------------------
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("model:\n  preset: tiny\noptim:\n  lr: [1e-4\n  batch_size: 2\n")
+    proc = cli("train", config, "--out", tmp_path / "run")
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert line.startswith(f"madis-stereo train: error: {config}:5:13: not valid YAML: expected ',' or ']'")
+    assert line.endswith("(while parsing a flow sequence at line 4)") and "\n" not in line
+
+
+def test_pickled_module_checkpoint_error_is_whole_and_plain(tmp_path):
+    path = tmp_path / "whole_model.pth"
+    torch.save(torch.nn.Linear(2, 2), path)
+    proc = cli("info", path)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"madis-stereo info: error: refusing to load {path}: its pickle holds Python objects other "
+                           "than tensors and plain data (torch.nn.modules.linear.Linear), which could run code when "
+                           "loaded; load it only in code you trust and save its state_dict (or use a madis-stereo "
+                           ".safetensors checkpoint)\n")

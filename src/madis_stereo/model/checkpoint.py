@@ -255,9 +255,12 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
-            f"refusing to load {path}: its pickle holds objects other than tensors and plain data "
-            f"(it could run code); {first_line(err)[:120]}"
+            f"refusing to load {path}: its pickle holds Python objects other than tensors and plain data{what}, "
+            "which could run code when loaded; load it only in code you trust and save its state_dict "
+            "(or use a madis-stereo .safetensors checkpoint)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch file ({first_line(err)[:160]})") from None
