@@ -4,6 +4,7 @@ run folders shared by two processes, fine-tuning the bundled model. Each test fa
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import data_layouts as layouts
@@ -193,3 +194,23 @@ def test_pickled_module_checkpoint_error_is_whole_and_plain(tmp_path):
                            "than tensors and plain data (torch.nn.modules.linear.Linear), which could run code when "
                            "loaded; load it only in code you trust and save its state_dict (or use a madis-stereo "
                            ".safetensors checkpoint)\n")
+
+
+# --- training log terms ------------------------------------------------------------------------------------
+
+
+def test_log_terms_are_disjoint_and_named(tmp_path, caplog):
+    from toy_stereo import toy_config, write_toy_folder
+
+    from madis_stereo.training import load_train_config, train
+    from madis_stereo.training.runlog import read_metrics
+
+    spec = write_toy_folder(tmp_path / "toy", 4)
+    caplog.set_level(logging.INFO, logger="madis_stereo")
+    run = train(load_train_config(toy_config(data={"train": [spec]}, optim={"max_steps": 1})), out_dir=tmp_path / "r")
+    record = read_metrics(run.run_dir / "metrics.jsonl", "train")[0]
+    assert "distill" not in record and record["pseudo"] > 0  # the toy GT has holes
+    total = 2 * record["gt"] + record["pseudo"] + record["recon_left"] + record["recon_right"]
+    assert record["loss"] == pytest.approx(total, rel=1e-5)
+    assert "pseudo = Laplacian NLL on pixels without GT, against the EMA teacher's disparity" in caplog.text
+    assert "loss = (w.gt + w.distill) * gt + w.distill * pseudo" in caplog.text

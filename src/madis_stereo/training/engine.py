@@ -2,8 +2,8 @@
 
 MaDis step (METHOD.md section 2): masks for both views -> student ``forward_masked`` (left pass: disparity
 and left reconstruction; right pass: right reconstruction); the EMA teacher labels the unmasked pair;
-loss = w_gt L_gt + w_distill L_distill + w_rec (L_rec(left) + L_rec(right)). Baseline step: unmasked
-``forward`` and L_gt only.
+loss = w_gt L_gt + w_distill L_distill + w_rec (L_rec(left) + L_rec(right)), logged as the disjoint terms of
+``LOSS_TERMS`` (L_distill = gt + pseudo). Baseline step: unmasked ``forward`` and L_gt only.
 """
 
 from __future__ import annotations
@@ -44,6 +44,18 @@ AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The coarsest DPT fusion block owns a residual unit for a skip input it never receives (CroCo keeps it so that
 # checkpoints map one-to-one). Frozen, so DDP needs no find_unused_parameters and AdamW never decays it.
 ALWAYS_UNUSED = ("head.fusion.3.rcu1.",)
+# What each logged term is (metrics.jsonl keys and the training log), and how the total is made of them.
+LOSS_TERMS = {
+    "gt": "Laplacian NLL on pixels with finite ground truth",
+    "pseudo": "Laplacian NLL on pixels without GT, against the EMA teacher's disparity (0 when the GT is dense)",
+    "recon_left": "masked-patch reconstruction MSE, left view",
+    "recon_right": "masked-patch reconstruction MSE, right view",
+}
+MADIS_TOTAL = ("loss = (w.gt + w.distill) * gt + w.distill * pseudo + w.recon_left * recon_left + "
+               "w.recon_right * recon_right (the distillation loss gt + pseudo counts GT pixels again, as the "
+               "public MaDis code does)")
+BASELINE_TOTAL = "loss = w.gt * gt"
+
 # The unmasked forward of the baseline uses neither the mask token nor the reconstruction head.
 BASELINE_UNUSED = ("mask_token", "recon_head.")
 
@@ -167,14 +179,14 @@ class Engine:
         d, c = out.disparity.float(), out.confidence.float()
         p = self.model.config.patch_size
         on_gt, on_pseudo = distillation_terms(d, c, gt, pseudo.float(), self.laplace)
-        terms = {
+        terms = {  # disjoint parts (see LOSS_TERMS); the distillation loss is gt + pseudo
             "gt": on_gt,  # = gt_loss(d, c, gt)
-            "distill": on_gt + on_pseudo,  # = distillation_loss(d, c, gt, pseudo)
+            "pseudo": on_pseudo,
             "recon_left": reconstruction_loss(out.recon_left, left, mask_l, p),
             "recon_right": reconstruction_loss(out.recon_right, right, mask_r, p),
         }
         w = self.cfg.madis.weights
-        total = (w.gt * terms["gt"] + w.distill * terms["distill"] + w.recon_left * terms["recon_left"]
+        total = ((w.gt + w.distill) * terms["gt"] + w.distill * terms["pseudo"] + w.recon_left * terms["recon_left"]
                  + w.recon_right * terms["recon_right"])
         return {"loss": total, **terms}
 

@@ -27,7 +27,7 @@ from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
 from madis_stereo.training.data import build_train_dataset, build_val_dataset, worker_init_fn
-from madis_stereo.training.engine import Engine, StepResult
+from madis_stereo.training.engine import BASELINE_TOTAL, LOSS_TERMS, MADIS_TOTAL, Engine, StepResult
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
 from madis_stereo.training.validation import validate
@@ -135,6 +135,10 @@ class Trainer:
         first_step = self.step
         log.info("training %d steps (%d per epoch, warm-up %d) in %s", self.total_steps, self.steps_per_epoch,
                  self.warmup_steps, self.run_dir)
+        if self.env.is_main:
+            names = LOSS_TERMS if self.cfg.madis.enabled else {"gt": LOSS_TERMS["gt"]}
+            log.info("loss terms: %s; %s", "; ".join(f"{k} = {v}" for k, v in names.items()),
+                     MADIS_TOTAL if self.cfg.madis.enabled else BASELINE_TOTAL)
         bar = _progress(self.total_steps, self.step, self.env.is_main)
         try:
             while self.step < self.total_steps:
