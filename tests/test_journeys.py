@@ -214,3 +214,15 @@ def test_log_terms_are_disjoint_and_named(tmp_path, caplog):
     assert record["loss"] == pytest.approx(total, rel=1e-5)
     assert "pseudo = Laplacian NLL on pixels without GT, against the EMA teacher's disparity" in caplog.text
     assert "loss = (w.gt + w.distill) * gt + w.distill * pseudo" in caplog.text
+
+
+def test_masked_training_warns_about_encoder_taps(caplog):
+    from madis_stereo.model.config import ModelConfig
+    from madis_stereo.training.engine import warn_encoder_taps
+
+    bundled_like = ModelConfig.preset("small")  # taps [3, 5, 7, 9]: encoder layers 3 and 5
+    assert warn_encoder_taps(bundled_like, 0.4)
+    assert "model.dpt_hooks [3, 5, 7, 9] tap encoder layer(s) [3, 5]" in caplog.text
+    assert "model.dpt_hooks=[6, 7, 8, 9]" in caplog.text
+    assert not warn_encoder_taps(bundled_like, 0.0)  # the baseline: no masking, encoder taps are fine
+    assert not warn_encoder_taps(bundled_like.replace(dpt_hooks=(6, 7, 8, 9)), 0.4)

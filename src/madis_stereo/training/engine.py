@@ -35,7 +35,8 @@ from madis_stereo.training.losses import (
 from madis_stereo.training.schedule import build_optimizer, set_lr
 from madis_stereo.training.teacher import EMATeacher
 
-__all__ = ["AMP_DTYPES", "Engine", "StepResult", "StudentForward", "freeze_unused", "mask_generator", "step_masks"]
+__all__ = ["AMP_DTYPES", "Engine", "StepResult", "StudentForward", "freeze_unused", "mask_generator", "step_masks",
+           "warn_encoder_taps"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,26 @@ def step_masks(generator: torch.Generator, batch: int, num_tokens: int, ratio: f
     """Left and right masks [batch, num_tokens] (True = masked): int(ratio * N) per row, every row independent."""
     masks = random_masks(2 * batch, num_tokens, ratio, generator)
     return masks[:batch], masks[batch:]
+
+
+def warn_encoder_taps(arch: Any, mask_ratio: float) -> bool:
+    """Warn (and return True) when masked training meets DPT taps on encoder layers.
+
+    Under MaDis masking the encoder only sees the visible tokens, so an encoder tap hands the DPT head zeros
+    at the masked positions during training, while inference gives it every token: the head learns from
+    features it never gets at test time. Decoder layers see every position in training too. Without masking
+    (the CroCo-Stereo baseline) encoder taps are fine, as in CroCo-Stereo itself.
+    """
+    encoder_taps = [h for h in arch.hooks if h < arch.enc_depth]
+    if mask_ratio <= 0 or not encoder_taps:
+        return False
+    decoder = list(range(arch.enc_depth + arch.dec_depth - 4, arch.enc_depth + arch.dec_depth))
+    log.warning("model.dpt_hooks %s tap encoder layer(s) %s: with MaDis masking (ratio %g) the DPT head gets "
+                "zeros at masked tokens there in training but full features at inference. MaDis taps decoder "
+                "layers only (e.g. model.dpt_hooks=%s for this %d+%d-layer model), or "
+                "train with madis.enabled=false (no masking)", list(arch.hooks), encoder_taps, mask_ratio,
+                decoder, arch.enc_depth, arch.dec_depth)
+    return True
 
 
 class StudentForward(nn.Module):
@@ -135,6 +156,8 @@ class Engine:
             ids = [env.device.index] if env.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.net, device_ids=ids, gradient_as_bucket_view=True)
         self.teacher = EMATeacher(self.model, cfg.teacher.momentum, cfg.teacher.scope) if self.masked else None
+        if env.is_main:
+            warn_encoder_taps(self.model.config, cfg.madis.mask_ratio if self.masked else 0.0)
         o = cfg.optim
         fused = env.device.type in ("cpu", "cuda")
         self.optimizer = build_optimizer(self.model, o.lr, o.betas, o.weight_decay, fused=fused)
