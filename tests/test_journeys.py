@@ -226,3 +226,26 @@ def test_masked_training_warns_about_encoder_taps(caplog):
     assert "model.dpt_hooks=[6, 7, 8, 9]" in caplog.text
     assert not warn_encoder_taps(bundled_like, 0.0)  # the baseline: no masking, encoder taps are fine
     assert not warn_encoder_taps(bundled_like.replace(dpt_hooks=(6, 7, 8, 9)), 0.4)
+
+
+# --- predict: principal point ------------------------------------------------------------------------------
+
+
+def test_point_cloud_uses_cx_cy(ckpt, tmp_path):
+    from tools_helpers import read_ply
+
+    left, right = write_pair(tmp_path, "scene", height=40, width=70)
+    out = tmp_path / "out"
+    proc = cli("predict", left, right, "-o", out, "--checkpoint", ckpt, "--device", "cpu", "--format", "npy,ply",
+               "--focal", "50", "--fy", "60", "--baseline", "0.5", "--cx", "10.5", "--cy", "30")
+    assert proc.returncode == 0, proc.stderr
+    disparity = np.load(out / "scene_left.npy")
+    _, vertices = read_ply(out / "scene_left.ply")
+    v, u = np.argwhere(disparity > 0)[0]
+    z = 0.5 * 50 / disparity[v, u]
+    assert vertices[0]["z"] == pytest.approx(z, rel=1e-5)
+    assert vertices[0]["x"] == pytest.approx((u - 10.5) * z / 50, rel=1e-4)
+    assert vertices[0]["y"] == pytest.approx((v - 30) * z / 60, rel=1e-4)
+    proc = cli("predict", left, right, "-o", out, "--checkpoint", ckpt, "--format", "ply", "--cx", "3",
+               "--calib", tmp_path / "calib.txt")
+    assert proc.returncode == 2 and "either --calib or --focal/--baseline" in proc.stderr
