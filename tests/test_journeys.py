@@ -249,3 +249,46 @@ def test_point_cloud_uses_cx_cy(ckpt, tmp_path):
     proc = cli("predict", left, right, "-o", out, "--checkpoint", ckpt, "--format", "ply", "--cx", "3",
                "--calib", tmp_path / "calib.txt")
     assert proc.returncode == 2 and "either --calib or --focal/--baseline" in proc.stderr
+
+
+# --- small confusions: HxW, Middlebury resolution, run folders as checkpoints, --version -------------------
+
+
+def test_data_check_prints_hxw(tmp_path):
+    layout = layouts.make_folder(tmp_path / "rig")
+    proc = cli("data", "check", "--dataset", "folder", "--root", layout.root, "--samples", "1")
+    assert proc.returncode == 0, proc.stderr
+    height, width = next(iter(layout.frames["train"].values()))["left"].shape[:2]
+    assert height != width and f": {height}x{width} (HxW, like --crop)" in proc.stdout
+
+
+def test_middlebury_error_suggests_the_resolution_it_sees(tmp_path):
+    layout = layouts.make_middlebury(tmp_path / "mb", resolutions="Q")
+    proc = cli("data", "check", "--dataset", "middlebury", "--root", layout.root)
+    assert proc.returncode == 2
+    assert "trainingF: folder not found; this MiddEval3 has trainingQ: pick it with resolution=Q" in proc.stderr
+
+
+def test_info_on_a_run_folder_names_its_checkpoints(ckpt, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ckpt, run / "best.safetensors")
+    shutil.copy(ckpt, run / "ckpt_step12.safetensors")
+    shutil.copy(ckpt, run / "ckpt_step8.safetensors")
+    proc = cli("info", run)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"madis-stereo info: error: {run} is a folder, not a checkpoint file; it holds "
+                                   f"{run / 'best.safetensors'} (best validation), "
+                                   f"{run / 'ckpt_step12.safetensors'} (the latest)")
+
+
+def test_version(capsys):
+    import madis_stereo
+    from madis_stereo.app.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"madis-stereo {madis_stereo.__version__} (Python ")

@@ -82,8 +82,8 @@ def rgb_pair(left: Any, right: Any) -> tuple[np.ndarray, np.ndarray]:
     """Two images (arrays or paths) as uint8 HxWx3 arrays of one size; InputError otherwise."""
     left_np, right_np = as_rgb_uint8(left, "left"), as_rgb_uint8(right, "right")
     if left_np.shape != right_np.shape:
-        raise InputError(f"left and right images differ in size: {left_np.shape[1]}x{left_np.shape[0]} vs "
-                         f"{right_np.shape[1]}x{right_np.shape[0]}")
+        raise InputError(f"left and right images differ in size: {left_np.shape[0]}x{left_np.shape[1]} vs "
+                         f"{right_np.shape[0]}x{right_np.shape[1]} (HxW)")
     return left_np, right_np
 
 

@@ -164,12 +164,27 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def _checkpoints_in(folder: Path) -> str:
+    """``; it holds ...`` naming a run folder's best and latest checkpoints ('' when it holds none)."""
+    steps = sorted((int(p.stem[len("ckpt_step"):]), p) for p in folder.glob("ckpt_step*.safetensors")
+                   if p.stem[len("ckpt_step"):].isdigit())
+    found = []
+    if (folder / "best.safetensors").is_file():
+        found.append(f"{folder / 'best.safetensors'} (best validation)")
+    if steps:
+        found.append(f"{steps[-1][1]} (the latest)")
+    others = sorted(p.name for p in folder.glob("*.safetensors") if p.name != "best.safetensors"
+                    and not p.name.startswith("ckpt_step")) + sorted(p.name for p in folder.glob("*.pth"))
+    found += [str(folder / name) for name in others[:3]]
+    return f"; it holds {', '.join(found)}" if found else ""
+
+
 def checkpoint_format(path: Path) -> str:
     """'safetensors', 'torch' (zip or legacy pickle) or raise CheckpointError (missing, folder, other)."""
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{_checkpoints_in(path)}")
     with open(path, "rb") as fh:
         head = fh.read(16)
     if len(head) >= 9:

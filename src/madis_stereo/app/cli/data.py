@@ -90,7 +90,7 @@ def run_check(args: argparse.Namespace) -> int:
             valid = np.isfinite(disparity) if disparity is not None else None
             rng = f", disparity {disparity[valid].min():.2f}..{disparity[valid].max():.2f}" \
                 if valid is not None and valid.any() else ""
-            print(f"  {sample['name']}: {sample['left'].shape[1]}x{sample['left'].shape[0]}{rng}")
+            print(f"  {sample['name']}: {sample['left'].shape[0]}x{sample['left'].shape[1]} (HxW, like --crop){rng}")
         if args.out is not None:
             write_image(args.out, sample_sheet(samples))
             print(f"wrote {args.out}")
