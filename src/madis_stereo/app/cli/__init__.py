@@ -22,11 +22,15 @@ log = logging.getLogger("madis_stereo")
 
 
 def _version() -> str:
+    """``madis-stereo X (Python Y)``, X from the installed distribution's metadata."""
     import platform
+    from importlib import metadata
 
-    from madis_stereo import __version__
-
-    return f"madis-stereo {__version__} (Python {platform.python_version()})"
+    try:
+        version = metadata.version("madis-stereo")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        version = "(not installed)"
+    return f"madis-stereo {version} (Python {platform.python_version()})"
 
 
 def build_parser() -> argparse.ArgumentParser:
