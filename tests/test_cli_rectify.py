@@ -105,5 +105,4 @@ def test_bad_calibration_is_one_line(rig, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"madis-stereo predict: error: {bad}: missing key T"
     proc = cli("predict", root / "left", root / "right", "-o", tmp_path, "--rectify", bad, "--focal", "100")
-    assert proc.stderr.strip().endswith("give one of --rectify, --calib or --focal/--baseline, not --rectify and "
-                                        "--focal")
+    assert proc.stderr.strip().endswith("--rectify takes the cameras from the calibration; drop --focal")
