@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "DataError", "InputError", "first_line"]
+__all__ = ["CheckpointError", "DataError", "DownloadError", "InputError", "first_line"]
 
 
 class InputError(ValueError):
@@ -11,6 +11,10 @@ class InputError(ValueError):
 
 class CheckpointError(ValueError):
     """A file is not a usable checkpoint: missing, truncated, unsafe, or of the wrong architecture."""
+
+
+class DownloadError(CheckpointError):
+    """A checkpoint could not be fetched: unreachable host, HTTP error, offline mode, size or checksum mismatch."""
 
 
 class DataError(ValueError):
