@@ -384,7 +384,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     fields (e.g. ``{"dpt_hooks": [13, 16, 19, 23]}`` for a checkpoint trained with other hooks).
     Returns the model in eval mode (and its metadata with ``return_metadata``).
     """
-    path = Path(path)
+    from madis_stereo.registry import resolve_checkpoint  # the registry checks files with this module
+
+    path = resolve_checkpoint(path)
     overrides = dict(config_overrides or {})
     kind = checkpoint_format(path)
     model, metadata = _load_ours(path, overrides) if kind == "safetensors" else _load_croco(path, overrides)

@@ -62,9 +62,10 @@ def _score(name: str, disparity: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
 
 
 def run_demo(model: torch.nn.Module, left: np.ndarray, right: np.ndarray, gt: np.ndarray | None, out_dir: Path,
-             max_disparity: float | None = None, **predictor_kwargs: Any) -> DemoResult:
+             max_disparity: float | None = None, label: str = "ours", **predictor_kwargs: Any) -> DemoResult:
     """Predict with ``model`` and SGBM (raw and row-filled), write images and, with GT, score all three.
 
+    ``label`` names the model in the metric rows and on the sheet (e.g. "bundled model", "crocostereo").
     Writes into ``out_dir``: disparity.png, confidence.png, sgbm.png, sgbm_filled.png, sheet.png, and with
     GT error.png, error_sgbm.png and metrics.json. ``predictor_kwargs`` go to :class:`Predictor`.
     """
@@ -89,16 +90,16 @@ def run_demo(model: torch.nn.Module, left: np.ndarray, right: np.ndarray, gt: np
     }
     rows: list[dict[str, Any]] = []
     sheet = [left, images["disparity"], images["confidence"], images["sgbm"], images["sgbm_filled"]]
-    labels = ["left", "ours", "certainty", "SGBM", "SGBM filled"]
+    labels = ["left", label, "certainty", "SGBM", "SGBM filled"]
     if gt is not None:
-        rows = [_score("ours", pred.disparity, gt), _score("SGBM", sgbm, gt), _score("SGBM filled", filled, gt)]
+        rows = [_score(label, pred.disparity, gt), _score("SGBM", sgbm, gt), _score("SGBM filled", filled, gt)]
         images["error"] = error_map(pred.disparity, gt)
         images["error_sgbm"] = error_map(sgbm, gt)
         sheet = [left, colorize_disparity(gt, vmin=0.0, vmax=vmax), *sheet[1:], images["error"],
                  images["error_sgbm"]]
         labels = ["left", "ground truth", *(f"{lab} bad-2 {r['bad_2']:.1f}%" if r else lab for lab, r in
                                             zip(labels[1:], [rows[0], None, rows[1], rows[2]])),
-                  "error ours", "error SGBM"]
+                  f"error {label}", "error SGBM"]
     images["sheet"] = side_by_side(sheet, labels, columns=4 if gt is not None else 3)
     files = {name: save_png(out_dir / f"{name}.png", img) for name, img in images.items()}
     if rows:

@@ -1,15 +1,16 @@
-"""``madis-stereo demo``: the bundled model next to OpenCV SGBM on the real Motorcycle pair (or your pair)."""
+"""``madis-stereo demo``: a model (default: the bundled one; e.g. --checkpoint crocostereo) next to OpenCV SGBM on
+the real Motorcycle pair (or your pair)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from madis_stereo.cli.common import add_model_arguments, load_cli_model, predictor_kwargs
+from madis_stereo.cli.common import add_model_arguments, load_cli_model, model_label, predictor_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the default model and OpenCV SGBM on a real pair, print metrics",
+    p = sub.add_parser("demo", help="run a model (default: the bundled one) and OpenCV SGBM on a real pair",
                        description=__doc__)
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
     p.add_argument("--left", help="left image (default: Middlebury Motorcycle from scikit-image)")
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         max_disp = args.max_disparity or MOTORCYCLE_MAX_DISPARITY * args.scale
         name = f"Middlebury Motorcycle (scikit-image), {left.shape[1]}x{left.shape[0]}"
     model = load_cli_model(args)
-    result = run_demo(model, left, right, gt, args.out, max_disparity=max_disp, **predictor_kwargs(args))
+    result = run_demo(model, left, right, gt, args.out, max_disparity=max_disp, label=model_label(args.checkpoint),
+                      **predictor_kwargs(args))
     print(f"{name}: model ran in {result.seconds:.2f} s")
     if result.rows:
         print(format_table(result.rows, ["method", *METRIC_COLUMNS]))

@@ -25,6 +25,7 @@ from madis_stereo.data import worker_init_fn
 from madis_stereo.errors import CheckpointError
 from madis_stereo.fileio import atomic_write_bytes
 from madis_stereo.model.network import StereoModel
+from madis_stereo.registry import MODELS, is_url
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
@@ -69,8 +70,8 @@ def build_student(cfg: TrainConfig) -> StereoModel:
     if init.startswith("<") or not init.strip():
         raise ConfigError(f"model.init is not set ({init}); pass model.init=PATH to a CroCo v2 pretraining "
                           "checkpoint or one of ours")
-    if not Path(init).is_file():
-        raise ConfigError(f"model.init: checkpoint not found: {init}")
+    if not is_url(init) and init not in MODELS and not Path(init).is_file():
+        raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL or registered name)")
     model = load_model(init, config_overrides=cfg.model.arch.to_dict())
     if model.config != cfg.model.arch:
         raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
