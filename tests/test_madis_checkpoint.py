@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import madis_stereo as ms
-from madis_stereo.checkpoint import MADIS_HOOKS, croco_checkpoint_config, croco_names, to_croco_state_dict
+from madis_stereo.model.checkpoint import MADIS_HOOKS, croco_checkpoint_config, croco_names, to_croco_state_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -21,10 +21,10 @@ import torch
 from tools_helpers import cli, write_pair
 
 import madis_stereo as ms
-from madis_stereo import registry
-from madis_stereo.checkpoint import to_croco_state_dict
-from madis_stereo.download import download_file
 from madis_stereo.errors import DownloadError
+from madis_stereo.model import registry
+from madis_stereo.model.checkpoint import to_croco_state_dict
+from madis_stereo.utils.download import download_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
