@@ -62,8 +62,8 @@ def build_student(cfg: TrainConfig) -> StereoModel:
     if init is None:
         return StereoModel(cfg.model.arch)
     if init.startswith("<") or not init.strip():
-        raise ConfigError(f"model.init is not set ({init}); pass model.init=PATH to a CroCo v2 pretraining "
-                          "checkpoint or one of ours")
+        raise ConfigError(f"model.init is not set ({init}); pass model.init= a CroCo v2 pretraining checkpoint "
+                          "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path) or one of ours")
     if not is_url(init) and init not in MODELS and not Path(init).is_file():
         raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL or registered name)")
     model = load_model(init, config_overrides=cfg.model.arch.to_dict())
