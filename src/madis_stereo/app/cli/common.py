@@ -28,16 +28,21 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_cli_model(args: argparse.Namespace) -> Any:
-    """The model named by --checkpoint, or the bundled default, on --device."""
+_FROM_ARGS = object()
+
+
+def load_cli_model(args: argparse.Namespace, checkpoint: str | None | object = _FROM_ARGS) -> Any:
+    """The model named by ``checkpoint`` (default: --checkpoint), or the bundled default (None), on --device."""
     from madis_stereo.model.checkpoint import load_default_model, load_model
 
+    if checkpoint is _FROM_ARGS:
+        checkpoint = args.checkpoint
     device = args.device or default_device()
-    if args.checkpoint:
-        model = load_model(args.checkpoint, map_location=device)
+    if checkpoint:
+        model = load_model(checkpoint, map_location=device)
     else:
         model = load_default_model(map_location=device)
-    log.info("model: %s (%s) on %s", args.checkpoint or "bundled default", model.config.enc_embed_dim, device)
+    log.info("model: %s (%s) on %s", checkpoint or "bundled default", model.config.enc_embed_dim, device)
     return model
 
 
