@@ -235,8 +235,11 @@ def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_unknown_names_get_a_suggestion():
-    with pytest.raises(ms.CheckpointError, match="unknown model name 'crocostero'; did you mean crocostereo"):
+    with pytest.raises(ms.CheckpointError, match="crocostero is neither a file nor a registered name; did you mean "
+                       "crocostereo"):
         ms.load_model("crocostero")
+    with pytest.raises(ms.CheckpointError, match="unknown model name 'crocostero'; did you mean crocostereo"):
+        registry.fetch("crocostero")
     with pytest.raises(ms.CheckpointError, match="pass its name: crocostereo"):
         ms.load_model("crocostereo.pth")
 

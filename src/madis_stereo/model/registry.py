@@ -128,12 +128,14 @@ _stereo("crocostereo_subtrain_vitb_basedecoder", "vitb_basedec", "smaller CroCo-
 
 
 def get_model(name: str) -> RegisteredModel:
-    try:
-        return MODELS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, MODELS, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise CheckpointError(f"unknown model name '{name}'{hint} (madis-stereo models lists them)") from None
+    if name not in MODELS:
+        raise CheckpointError(f"unknown model name '{name}'{_did_you_mean(name)} (madis-stereo models lists them)")
+    return MODELS[name]
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, MODELS, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,11 +194,12 @@ def resolve_checkpoint(spec: str | os.PathLike, progress: bool | None = None) ->
     if text in MODELS and not path.is_file():
         return fetch(text, progress)
     if not path.exists() and os.sep not in text:
-        if not path.suffix:
-            get_model(text)  # unknown name: say so, with the nearest registered one
         if path.stem in MODELS:
             raise CheckpointError(f"checkpoint not found: {text} (to download the registered model, pass its "
                                   f"name: {path.stem})")
+        if not path.suffix:
+            raise CheckpointError(f"checkpoint not found: {text} is neither a file nor a registered name"
+                                  f"{_did_you_mean(text)} (madis-stereo models lists them)")
     return path
 
 
