@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from madis_stereo.errors import CheckpointError
-from madis_stereo.model.checkpoint import checkpoint_format, header_config, load_model, read_metadata
+from madis_stereo.model.checkpoint import checkpoint_format, header_config, read_metadata
 from madis_stereo.model.config import ModelConfig
-from madis_stereo.model.registry import resolve_checkpoint
+from madis_stereo.model.registry import load_model, resolve_checkpoint
 
 __all__ = ["checkpoint_info", "format_checkpoint_info"]
 

@@ -17,7 +17,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -376,23 +376,20 @@ def _load_croco(path: Path, overrides: dict[str, Any]) -> tuple[StereoModel, dic
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu",
-               config_overrides: dict[str, Any] | None = None, return_metadata: bool = False) -> Any:
-    """Load our ``.safetensors``, a CroCo-Stereo, MaDis-Stereo or CroCo v2 pretraining ``.pth``, by path, URL or name.
+               config_overrides: dict[str, Any] | None = None,
+               return_metadata: bool = False) -> StereoModel | tuple[StereoModel, dict[str, Any]]:
+    """Load the file ``path``: our ``.safetensors``, a CroCo-Stereo, MaDis-Stereo or CroCo v2 pretraining ``.pth``.
 
-    A registered name (``madis-stereo models``) or an http(s) URL is downloaded once into the cache and
-    loaded from there afterwards (``registry.resolve_checkpoint``). ``config_overrides`` replace config
-    fields (e.g. ``{"dpt_hooks": [13, 16, 19, 23]}`` for a checkpoint trained with other hooks).
-    Returns the model in eval mode (and its metadata with ``return_metadata``).
+    ``config_overrides`` replace config fields (e.g. ``{"dpt_hooks": [13, 16, 19, 23]}`` for a checkpoint
+    trained with other hooks). Returns the model in eval mode (and its metadata with ``return_metadata``).
+    ``ms.load_model`` (``registry.load_model``) also takes registered names and URLs.
     """
-    from madis_stereo.model.registry import resolve_checkpoint  # the registry checks files with this module
-
-    path = resolve_checkpoint(path)
+    path = Path(path)
     overrides = dict(config_overrides or {})
     kind = checkpoint_format(path)
     model, metadata = _load_ours(path, overrides) if kind == "safetensors" else _load_croco(path, overrides)
     model = model.to(map_location).eval()
     return (model, metadata) if return_metadata else model
-
 
 
 DEFAULT_WEIGHTS = "default.safetensors"
@@ -405,7 +402,17 @@ def default_model_path() -> Path:
     return Path(str(resources.files("madis_stereo") / "weights" / DEFAULT_WEIGHTS))
 
 
-def load_default_model(map_location: str | torch.device = "cpu", return_metadata: bool = False) -> Any:
+@overload
+def load_default_model(map_location: str | torch.device = ...,
+                       return_metadata: Literal[False] = ...) -> StereoModel: ...
+@overload
+def load_default_model(map_location: str | torch.device = ..., *,
+                       return_metadata: Literal[True]) -> tuple[StereoModel, dict[str, Any]]: ...
+@overload
+def load_default_model(map_location: str | torch.device = ...,
+                       return_metadata: bool = ...) -> StereoModel | tuple[StereoModel, dict[str, Any]]: ...
+def load_default_model(map_location: str | torch.device = "cpu",
+                       return_metadata: bool = False) -> StereoModel | tuple[StereoModel, dict[str, Any]]:
     """The bundled model (offline, from package data); see README for how it was trained."""
     path = default_model_path()
     if not path.is_file():

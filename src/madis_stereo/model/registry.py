@@ -22,10 +22,16 @@ import hashlib
 import logging
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import unquote, urlsplit
 
 from madis_stereo.errors import CheckpointError, DownloadError
+from madis_stereo.model import checkpoint
+
+if TYPE_CHECKING:
+    import torch
+
+    from madis_stereo.model.network import StereoModel
 
 __all__ = [
     "MODELS",
@@ -37,6 +43,7 @@ __all__ = [
     "get_model",
     "inspect_checkpoint",
     "is_cached",
+    "load_model",
     "register",
     "resolve_checkpoint",
 ]
@@ -203,6 +210,29 @@ def resolve_checkpoint(spec: str | os.PathLike, progress: bool | None = None) ->
     return path
 
 
+@overload
+def load_model(spec: str | os.PathLike, map_location: str | torch.device = ...,
+               config_overrides: dict[str, Any] | None = ..., return_metadata: Literal[False] = ...) -> StereoModel: ...
+@overload
+def load_model(spec: str | os.PathLike, map_location: str | torch.device = ...,
+               config_overrides: dict[str, Any] | None = ..., *,
+               return_metadata: Literal[True]) -> tuple[StereoModel, dict[str, Any]]: ...
+@overload
+def load_model(spec: str | os.PathLike, map_location: str | torch.device = ...,
+               config_overrides: dict[str, Any] | None = ...,
+               return_metadata: bool = ...) -> StereoModel | tuple[StereoModel, dict[str, Any]]: ...
+def load_model(spec: str | os.PathLike, map_location: str | torch.device = "cpu",
+               config_overrides: dict[str, Any] | None = None,
+               return_metadata: bool = False) -> StereoModel | tuple[StereoModel, dict[str, Any]]:
+    """``ms.load_model``: a checkpoint given as a file, an http(s) URL or a registered name (``MODELS``).
+
+    Names and URLs are downloaded once into the cache and read from there afterwards; the file formats
+    and the arguments are those of ``checkpoint.load_model``.
+    """
+    path = resolve_checkpoint(spec)
+    return checkpoint.load_model(path, map_location, config_overrides, return_metadata)
+
+
 def fetch(name: str, progress: bool | None = None) -> Path:
     """The cached file of a registered model, downloaded (and checked against its entry) when missing."""
     entry = get_model(name)
@@ -234,13 +264,12 @@ def _croco_meta_state(preset: str, kind: str) -> dict[str, Any]:
     CroCo's DPT alias names map to the same tensor as their primary name."""
     import torch
 
-    from madis_stereo.model.checkpoint import to_croco_state_dict
     from madis_stereo.model.config import ModelConfig
     from madis_stereo.model.network import StereoModel
 
     with torch.device("meta"):
         model = StereoModel(ModelConfig.preset(preset))
-    return to_croco_state_dict(model, kind)
+    return checkpoint.to_croco_state_dict(model, kind)
 
 
 def expected_croco_shapes(preset: str, kind: str) -> dict[str, tuple[int, ...]]:
@@ -257,13 +286,12 @@ def parameter_count(preset: str, kind: str) -> int:
 def check_architecture(path: Path, entry: RegisteredModel) -> None:
     """Refuse ``path`` unless it is a ``entry.kind`` CroCo checkpoint of ``entry.preset``: the same key names
     and shapes and the same depths and head counts (read safely, no pickled code runs)."""
-    from madis_stereo.model.checkpoint import checkpoint_format, croco_checkpoint_config, read_torch_file
     from madis_stereo.model.config import ModelConfig
 
-    if checkpoint_format(path) != "torch":
+    if checkpoint.checkpoint_format(path) != "torch":
         raise CheckpointError(f"{path}: not a PyTorch .pth file, which {entry.name} is")
-    ckpt = read_torch_file(path)
-    config, kind, _ = croco_checkpoint_config(ckpt, str(path))
+    ckpt = checkpoint.read_torch_file(path)
+    config, kind, _ = checkpoint.croco_checkpoint_config(ckpt, str(path))
     want = f"the {entry.name} checkpoint ({entry.preset}, {entry.kind})"
     if kind != entry.kind:
         raise CheckpointError(f"{path}: a {kind} checkpoint, not {want}")
@@ -287,17 +315,8 @@ def check_architecture(path: Path, entry: RegisteredModel) -> None:
 
 def inspect_checkpoint(path: Path) -> None:
     """Refuse ``path`` unless it is a complete, readable checkpoint of a layout ``load_model`` knows."""
-    from madis_stereo.model.checkpoint import (
-        checkpoint_format,
-        croco_checkpoint_config,
-        header_config,
-        read_metadata,
-        read_torch_file,
-        read_weights,
-    )
-
-    if checkpoint_format(path) == "safetensors":
-        header_config(path, read_metadata(path))
-        read_weights(path)
+    if checkpoint.checkpoint_format(path) == "safetensors":
+        checkpoint.header_config(path, checkpoint.read_metadata(path))
+        checkpoint.read_weights(path)
     else:
-        croco_checkpoint_config(read_torch_file(path), str(path))
+        checkpoint.croco_checkpoint_config(checkpoint.read_torch_file(path), str(path))

@@ -20,9 +20,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from madis_stereo.errors import CheckpointError, ConfigError, TrainingError
-from madis_stereo.model.checkpoint import load_model, load_weights, read_weights, save_model
+from madis_stereo.model.checkpoint import load_weights, read_weights, save_model
 from madis_stereo.model.network import StereoModel
-from madis_stereo.model.registry import MODELS, is_url
+from madis_stereo.model.registry import MODELS, is_url, load_model
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig

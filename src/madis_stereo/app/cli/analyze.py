@@ -52,7 +52,7 @@ def run_attention_distance(args: argparse.Namespace) -> int:
     if args.plot is None and args.json is None:
         raise ValueError("nothing to write: give --plot and/or --json")
     pairs = [(p.left, p.right) for p in find_pairs(args.inputs)]
-    from madis_stereo.model.checkpoint import load_model
+    from madis_stereo.model.registry import load_model
 
     device = args.device or common.default_device()
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])

@@ -33,7 +33,8 @@ _FROM_ARGS = object()
 
 def load_cli_model(args: argparse.Namespace, checkpoint: str | None | object = _FROM_ARGS) -> Any:
     """The model named by ``checkpoint`` (default: --checkpoint), or the bundled default (None), on --device."""
-    from madis_stereo.model.checkpoint import load_default_model, load_model
+    from madis_stereo.model.checkpoint import load_default_model
+    from madis_stereo.model.registry import load_model
 
     if checkpoint is _FROM_ARGS:
         checkpoint = args.checkpoint

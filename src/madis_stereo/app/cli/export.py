@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_onnx(args: argparse.Namespace) -> int:
     from madis_stereo.inference.export import export_onnx
-    from madis_stereo.model.checkpoint import load_default_model, load_model
+    from madis_stereo.model.checkpoint import load_default_model
+    from madis_stereo.model.registry import load_model
 
     model = load_model(args.checkpoint) if args.checkpoint else load_default_model()
     crop = tuple(args.crop) if args.crop else tuple(model.config.crop)
