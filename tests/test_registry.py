@@ -314,6 +314,19 @@ def test_an_interrupted_download_resumes_on_the_next_run(server, files, named):
     assert cache_listing() == ["checkpoints/test_tiny.pth"]
 
 
+def test_a_partial_download_of_a_file_that_changed_starts_over(server, files):
+    """If-Range: the server sends the whole new file, which replaces the stale partial one (no mixed bytes)."""
+    old, new = files["stereo"].read_bytes(), files["ours"].read_bytes()
+    server.files["m.bin"] = old
+    server.drop["m.bin"] = len(old) // 3
+    dest = registry.cache_dir() / "m.bin"
+    with pytest.raises(DownloadError, match="run the command again to resume"):
+        download_file(server.url("m.bin"), dest, retries=0, backoff=0)
+    server.files["m.bin"] = new
+    assert download_file(server.url("m.bin"), dest, backoff=0).read_bytes() == new
+    assert server.requests[-1] == ("m.bin", f"bytes={len(old) // 3}-")  # asked to resume, got the new file
+
+
 @pytest.mark.parametrize("case", ["truncated", "truncated_known_size", "other_architecture", "not_a_checkpoint"])
 def test_a_wrong_or_truncated_file_is_refused_and_not_cached(server, files, named, case):
     data = files["stereo"].read_bytes()
