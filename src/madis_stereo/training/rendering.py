@@ -43,7 +43,7 @@ from madis_stereo.data.synthetic.scene import (
 )
 from madis_stereo.training.device_augment import DeviceAugment
 
-__all__ = ["DeviceBatches", "DeviceRenderer", "RenderedBatch"]
+__all__ = ["DeviceBatches", "DeviceRenderer", "PreparedBatch", "RenderedBatch"]
 
 _EPS = 1e-3  # disparity margin for "strictly nearer", as in the reference
 _MIN_WINDOW = 16  # smallest window (pixels) a layer is evaluated on
@@ -77,6 +77,16 @@ class _Group:
     offsets: np.ndarray
     height: int
     width: int
+
+
+@dataclasses.dataclass
+class PreparedBatch:
+    """The CPU side of one render call: the scenes, the seed of the sensor noise, the layer groups of the
+    left and the right view."""
+
+    scene: SceneBatch
+    noise_seed: int
+    plans: tuple[list[_Group], list[_Group]]
 
 
 def _plan(scene: SceneBatch, right: bool | None) -> list[_Group]:
@@ -234,24 +244,34 @@ class DeviceRenderer:
         scene = sample_scenes(rng, self.config, self.batch_size, self.tile_count, self.tile_size)
         return scene, int(rng.integers(0, 2**62))
 
-    def batch(self, index: int) -> dict[str, Tensor]:
-        """Training batch ``index``: ``{"left", "right": uint8 [B, 3, H, W], "disparity": float32 [B, 1, H, W]}``
-        on the device (the format of ``TrainingDataset`` batches)."""
+    def prepare(self, index: int) -> PreparedBatch:
+        """The CPU side of batch ``index`` (its scenes and their layer groups), done before its device work."""
         scene, noise_seed = self.sample(index)
-        out = self.render(scene, noise_seed)
+        return PreparedBatch(scene, noise_seed, (_plan(scene, False), _plan(scene, True)))
+
+    def batch(self, index: int, prepared: PreparedBatch | None = None) -> dict[str, Tensor]:
+        """Training batch ``index``: ``{"left", "right": uint8 [B, 3, H, W], "disparity": float32 [B, 1, H, W]}``
+        on the device (the format of ``TrainingDataset`` batches); ``prepared``: ``prepare(index)``, if done."""
+        job = prepared if prepared is not None else self.prepare(index)
+        out = self.render(job.scene, job.noise_seed, job.plans)
         return {"left": out.left, "right": out.right, "disparity": out.disparity}
 
-    def render(self, scene: SceneBatch, noise_seed: int = 0) -> RenderedBatch:
-        """Both views of ``scene`` (any number of scenes of this config's size) with their ground truth."""
+    def render(self, scene: SceneBatch, noise_seed: int = 0,
+               plans: tuple[list[_Group], list[_Group]] | None = None) -> RenderedBatch:
+        """Both views of ``scene`` (any number of scenes of this config's size) with their ground truth.
+
+        Nothing here waits for the device (no host synchronisation), so the caller can prepare the next
+        batch on the CPU while this one renders."""
         p = self._tensors(scene)
+        plan_left, plan_right = plans if plans is not None else (_plan(scene, False), _plan(scene, True))
         height, width = scene.size
         dev = self.device
         xs = torch.arange(width, dtype=torch.float32, device=dev).view(1, 1, width)
         ys = torch.arange(height, dtype=torch.float32, device=dev).view(1, height, 1)
         shape = (scene.count, height, width)
         x_left = xs.expand(shape)
-        d_left, labels = self._zbuffer(p, _plan(scene, False), shape, None, ys, right=False)
-        _, labels_right = self._zbuffer(p, _plan(scene, True), shape, None, ys, right=True)
+        d_left, labels = self._zbuffer(p, plan_left, shape, None, ys, right=False)
+        _, labels_right = self._zbuffer(p, plan_right, shape, None, ys, right=True)
         nonocc = None
         if self.config.occlusion_mask:
             x_right = x_left - d_left
@@ -394,7 +414,8 @@ class DeviceBatches:
 
     ``batch(n)`` -> ``{"left", "right": uint8 [B, 3, H, W], "disparity": float32 [B, 1, H, W]}``, a pure
     function of (config seed, ``stream``, n). On CUDA ``ahead`` batches (by default about 2^26 pixels, e.g.
-    512 pairs of 256 x 512) are rendered in one call (fewer, larger kernels) and handed out in turn.
+    512 pairs of 256 x 512) are rendered in one call (fewer, larger kernels) and handed out in turn; the
+    scenes of the next call are drawn on the CPU while the device renders the current one.
     ``atlas_refresh`` > 0: a fresh texture atlas (generation ``pairs so far // atlas_refresh``, counted at the
     start of each render call) every ``atlas_refresh`` pairs, so that a long run does not see the same
     textures throughout (each rebuild costs the CPU about a second). ``augment``: CroCo-Stereo augmentation
@@ -416,6 +437,7 @@ class DeviceBatches:
         self.augment = DeviceAugment(augment) if augment is not None else None
         self._generation = 0
         self._cached: tuple[int, dict[str, Tensor]] | None = None
+        self._next: tuple[int, PreparedBatch] | None = None
 
     def __len__(self) -> int:
         return self.config.length
@@ -428,7 +450,9 @@ class DeviceBatches:
                 c = self.config
                 self.renderer.load_atlas(build_atlas(c.seed, c.atlas_tiles, c.atlas_tile_size, generation))
                 self._generation = generation
-            self._cached = (group, self.renderer.batch(group))
+            ready = self._next[1] if self._next is not None and self._next[0] == group else None
+            self._cached = (group, self.renderer.batch(group, ready))
+            self._next = (group + 1, self.renderer.prepare(group + 1))  # on the CPU while the device renders
         part = slice(slot * self.batch_size, (slot + 1) * self.batch_size)
         batch = {key: value[part] for key, value in self._cached[1].items()}
         if self.augment is not None:
