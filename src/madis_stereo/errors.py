@@ -10,6 +10,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DownloadError",
     "InputError",
     "MadisStereoError",
     "TrainingError",
@@ -29,6 +30,10 @@ class CheckpointError(MadisStereoError, ValueError):
     """A file is not a usable checkpoint: missing, truncated, unsafe, or of the wrong architecture."""
 
 
+class DownloadError(CheckpointError):
+    """A checkpoint could not be fetched: unreachable host, HTTP error, offline mode, size or checksum mismatch."""
+
+
 class DataError(MadisStereoError, ValueError):
     """A dataset file or folder is missing, unreadable or not what it claims (the message names it)."""
 
@@ -38,7 +43,8 @@ class ConfigError(MadisStereoError, ValueError):
 
 
 class TrainingError(MadisStereoError, RuntimeError):
-    """Training cannot go on (e.g. too many non-finite steps); the message says why and what to try."""
+    """Training cannot start or go on (e.g. its run folder is in use, too many non-finite steps); the message
+    says why and what to try."""
 
 
 def first_line(err: BaseException) -> str:

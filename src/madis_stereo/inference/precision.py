@@ -89,9 +89,10 @@ def machine_key(threads: int | None = None) -> str:
 
 
 def cache_file() -> Path:
-    """``$MADIS_STEREO_HOME/precision.json``, by default under ``~/.cache/madis-stereo``."""
-    home = os.environ.get("MADIS_STEREO_HOME") or Path.home() / ".cache" / "madis-stereo"
-    return Path(home) / "precision.json"
+    """``precision.json`` in the project's cache (``$MADIS_STEREO_HOME``, by default ``~/.cache/madis-stereo``)."""
+    from madis_stereo.model.registry import cache_dir
+
+    return cache_dir() / "precision.json"
 
 
 def _gemm_cpu_seconds(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> float:
