@@ -8,8 +8,10 @@ import pytest
 import torch
 
 import madis_stereo as ms
-from madis_stereo.checkpoint import from_croco_state_dict, to_croco_state_dict
-from madis_stereo.config import ConfigError, ModelConfig, default_hooks
+from madis_stereo.errors import ConfigError
+from madis_stereo.model.checkpoint import from_croco_state_dict, to_croco_state_dict
+from madis_stereo.model.config import ModelConfig, default_hooks
+from madis_stereo.model.masking import random_masks
 from madis_stereo.model.rope import RoPE2D, apply_rope, grid_positions
 
 CROCO_PRESETS = ["vitb_smalldec", "vitb_basedec", "vitl_basedec"]
@@ -102,7 +104,7 @@ def test_forward_shapes_and_finite(tiny):
 def test_masked_forward_every_parameter_gets_a_gradient():
     model = ms.StereoModel(ModelConfig.preset("tiny"))
     left, right = pair(h=64, w=64)
-    masks = ms.random_masks(4, 16, 0.4, torch.Generator().manual_seed(0))
+    masks = random_masks(4, 16, 0.4, torch.Generator().manual_seed(0))
     out = model.forward_masked(left, right, masks[:2], masks[2:])
     assert out.recon_left.shape == out.recon_right.shape == (2, 16, 768)
     (out.disparity.mean() + out.confidence.mean() + out.recon_left.mean() + out.recon_right.mean()).backward()
@@ -124,7 +126,7 @@ def test_unmasked_forward_masked_equals_forward(tiny):
 
 def test_right_pass_is_the_mirrored_left_pass(tiny):
     left, right = pair()
-    masks = ms.random_masks(4, 24, 0.4, torch.Generator().manual_seed(3))
+    masks = random_masks(4, 24, 0.4, torch.Generator().manual_seed(3))
     with torch.no_grad():
         both = tiny.forward_masked(left, right, masks[:2], masks[2:])
         mirrored = tiny.forward_masked(right, left, masks[2:], masks[:2])
@@ -133,7 +135,7 @@ def test_right_pass_is_the_mirrored_left_pass(tiny):
 
 def test_masked_pixels_cannot_influence_visible_encoder_tokens(tiny):
     left, _ = pair(b=1)
-    mask = ms.random_masks(1, 24, 0.4, torch.Generator().manual_seed(5))
+    mask = random_masks(1, 24, 0.4, torch.Generator().manual_seed(5))
     keep = ms.model.visible_index(mask)
     changed = left.clone()
     for t in torch.nonzero(mask[0]).flatten().tolist():  # scramble every masked 16x16 patch
@@ -204,16 +206,16 @@ def test_bad_inputs_get_clear_errors(tiny):
 
 def test_random_masks_counts_and_independence():
     g = torch.Generator().manual_seed(0)
-    masks = ms.random_masks(64, 50, 0.4, g)
+    masks = random_masks(64, 50, 0.4, g)
     assert masks.dtype == torch.bool and masks.shape == (64, 50)
     assert (masks.sum(1) == 20).all()
     assert len({tuple(m.tolist()) for m in masks}) == 64  # independent rows
     freq = masks.float().mean(0)  # uniform over positions
     assert freq.min() > 0.15 and freq.max() < 0.65
-    again = ms.random_masks(64, 50, 0.4, torch.Generator().manual_seed(0))
+    again = random_masks(64, 50, 0.4, torch.Generator().manual_seed(0))
     assert torch.equal(masks, again)
     with pytest.raises(ms.InputError):
-        ms.random_masks(1, 10, 1.0)
+        random_masks(1, 10, 1.0)
 
 
 def test_training_forward_works_after_inference_mode_prediction():

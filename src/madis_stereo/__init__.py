@@ -5,32 +5,42 @@
     out = model(left, right)          # out.disparity, out.confidence: [B, 1, H, W]
 """
 
-from madis_stereo.checkpoint import load_default_model, load_model, save_model
-from madis_stereo.config import ModelConfig
-from madis_stereo.errors import CheckpointError, DataError, InputError
-from madis_stereo.inference import Prediction, Predictor, normalize, predict, tiled_predict
-from madis_stereo.metrics import stereo_metrics
-from madis_stereo.model.masking import random_masks
+from madis_stereo.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    InputError,
+    MadisStereoError,
+    TrainingError,
+)
+from madis_stereo.evaluation.metrics import stereo_metrics
+from madis_stereo.inference.predictor import Prediction, Predictor, predict
+from madis_stereo.inference.tiling import tiled_predict
+from madis_stereo.model.checkpoint import load_default_model, load_model, save_model
+from madis_stereo.model.config import ModelConfig
 from madis_stereo.model.network import MaskedStereoOutput, StereoModel, StereoOutput
+from madis_stereo.model.preprocess import normalize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "ConfigError",
     "DataError",
     "InputError",
+    "MadisStereoError",
     "MaskedStereoOutput",
     "ModelConfig",
     "Prediction",
     "Predictor",
     "StereoModel",
     "StereoOutput",
+    "TrainingError",
     "__version__",
     "load_default_model",
     "load_model",
     "normalize",
     "predict",
-    "random_masks",
     "save_model",
     "stereo_metrics",
     "tiled_predict",

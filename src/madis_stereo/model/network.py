@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from madis_stereo.config import ModelConfig
 from madis_stereo.errors import InputError
 from madis_stereo.model.blocks import LAYER_NORM_EPS, Attention, CrossAttention, DecoderBlock, EncoderBlock, Rope
+from madis_stereo.model.config import ModelConfig
 from madis_stereo.model.dpt import DPTHead
 from madis_stereo.model.masking import visible_index
 from madis_stereo.model.rope import RoPE2D
