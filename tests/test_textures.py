@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from madis_stereo.data import textures as T
+from madis_stereo.data.synthetic import textures as T
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = 20  # features of an image found in the Motorcycle view under one similarity transform: a copy
