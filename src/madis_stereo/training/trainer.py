@@ -176,7 +176,8 @@ class Trainer:
         if not self.budget_fixed and self.step in BUDGET_FIT_STEPS:
             self._fit_budget(bar)
         start = time.perf_counter()
-        lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.cfg.optim.lr)
+        o = self.cfg.optim
+        lr = lr_at(self.step, self.total_steps, self.warmup_steps, o.lr, o.schedule, o.cooldown_frac)
         result = self.engine.step(micro_batches, self.step, lr)
         self.step += 1
         self.position += 1
