@@ -77,6 +77,28 @@ def test_placeholder_init_fails_clearly(tmp_path):
         build_student(cfg)
 
 
+def test_init_bundled_loads_the_packaged_weights_and_checks_the_architecture(monkeypatch, tmp_path):
+    from madis_stereo.model.checkpoint import default_model_path, read_weights
+    from madis_stereo.training import trainer as trainer_module
+
+    data = {"train": [{"name": "synthetic"}]}
+    bundled = read_weights(default_model_path())
+    for init in ("bundled", str(default_model_path())):
+        student = build_student(load_train_config({"model": {"preset": "small", "init": init, "crop": [128, 256]},
+                                                   "data": data}))
+        assert student.training and student.config.crop == (128, 256)  # the crop may change, weights do not
+        for key, value in student.state_dict().items():
+            assert torch.equal(value, bundled[key].float()), key
+    with pytest.raises(ConfigError, match=r"differs from the bundled model in enc_depth 2 \(bundled: 6\)"):
+        build_student(load_train_config({"model": {"preset": "small", "init": "bundled", "enc_depth": 2},
+                                         "data": data}))
+    with pytest.raises(ConfigError, match="dec_embed_dim"):
+        build_student(load_train_config({"model": {"preset": "tiny", "init": "bundled"}, "data": data}))
+    monkeypatch.setattr(trainer_module, "default_model_path", lambda: tmp_path / "none.safetensors")
+    with pytest.raises(ConfigError, match="no bundled model in this installation"):
+        build_student(load_train_config({"model": {"preset": "small", "init": "bundled"}, "data": data}))
+
+
 def test_init_from_croco_pretraining_and_from_ours(croco_dir, tmp_path):
     import json
 

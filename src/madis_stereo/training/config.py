@@ -41,9 +41,10 @@ TEACHER_SCOPES = ("full", "encoder")
 class ModelSection:
     """The student architecture and where its weights start.
 
-    ``init``: None (random init with ``run.seed``), one of our ``.safetensors`` checkpoints, a CroCo-Stereo
-    ``.pth`` or a CroCo v2 pretraining ``.pth`` (DPT head freshly initialised). The architecture is always
-    ``arch``; the file must fit it.
+    ``init``: None (random init with ``run.seed``), ``bundled`` (the package's default weights; ``arch``
+    must be theirs, crop aside), one of our ``.safetensors`` checkpoints, a CroCo-Stereo ``.pth`` or a CroCo
+    v2 pretraining ``.pth`` (DPT head freshly initialised). The architecture is always ``arch``; the file
+    must fit it.
     """
 
     arch: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig.preset("vitb_basedec"))
