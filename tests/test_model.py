@@ -101,6 +101,32 @@ def test_forward_shapes_and_finite(tiny):
     assert torch.isfinite(out.disparity).all() and torch.isfinite(out.confidence).all()
 
 
+
+def test_forward_intermediates_follows_timm_and_feeds_the_dpt_head(tiny):
+    left, right = pair()
+    depth = 8  # tiny: 4 encoder + 4 decoder layers, hooks (1, 3, 5, 7)
+    with torch.no_grad():
+        final, every = tiny.forward_intermediates(left, right)
+        hooked = tiny.forward_intermediates(left, right, tiny.hooks, intermediates_only=True)
+        last_two = tiny.forward_intermediates(left, right, 2, intermediates_only=True)
+        negative = tiny.forward_intermediates(left, right, [-1], intermediates_only=True)
+        head = tiny.head(hooked, (64, 96))
+        out = tiny(left, right)
+    assert len(every) == depth and [t.shape for t in every[:4]] == [(2, 24, 96)] * 4
+    assert final.shape == (2, 24, 96) and torch.equal(final, every[-1])  # last decoder output is normalised
+    for got, index in zip(hooked, tiny.hooks):
+        assert torch.equal(got, every[index])
+    assert torch.equal(last_two[0], every[6]) and torch.equal(negative[0], every[7])
+    assert torch.equal(head[:, 0:1], out.disparity) and torch.equal(head[:, 1:2], out.confidence)
+    # encoder taps of a masked view are zero at the masked slots
+    mask = torch.zeros(2, 24, dtype=torch.bool)
+    mask[:, :6] = True
+    masked = tiny.forward_intermediates(left, right, [0], mask_left=mask, intermediates_only=True)[0]
+    assert (masked[:, :6] == 0).all() and (masked[:, 6:] != 0).any()
+    for bad in (0, 9, [8], [-9]):
+        with pytest.raises(ms.InputError, match="layers"):
+            tiny.forward_intermediates(left, right, bad)
+
 def test_masked_forward_every_parameter_gets_a_gradient():
     model = ms.StereoModel(ModelConfig.preset("tiny"))
     left, right = pair(h=64, w=64)

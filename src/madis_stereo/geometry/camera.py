@@ -83,7 +83,8 @@ def point_cloud(disparity: np.ndarray, image: np.ndarray, camera: Camera, *, cer
     Args:
         disparity: HxW left-image disparity (pixels).
         image: HxWx3 uint8 left image (point colours).
-        certainty: optional HxW map in (0, 1] (:func:`certainty`), used with ``min_certainty``.
+        certainty: optional HxW map in (0, 1] (:func:`~madis_stereo.inference.predictor.certainty`), used with
+            ``min_certainty``.
         max_depth: drop points farther than this (unit of ``camera.baseline``).
 
     Returns:

@@ -28,11 +28,6 @@ log = logging.getLogger(__name__)
 ImageLike = np.ndarray | str | Path
 
 
-# --------------------------------------------------------------------------------------------------
-# high-level prediction on images
-# --------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class Prediction:
     """disparity HxW float32 (left-image pixels) and confidence HxW float32.

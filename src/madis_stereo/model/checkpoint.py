@@ -17,7 +17,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
@@ -344,8 +344,20 @@ def _load_croco(path: Path, overrides: dict[str, Any]) -> tuple[StereoModel, dic
                    "epoch": ckpt.get("epoch")}
 
 
+@overload
+def load_model(path: str | Path, map_location: str | torch.device = ...,
+               config_overrides: dict[str, Any] | None = ..., return_metadata: Literal[False] = ...) -> StereoModel: ...
+@overload
+def load_model(path: str | Path, map_location: str | torch.device = ...,
+               config_overrides: dict[str, Any] | None = ..., *,
+               return_metadata: Literal[True]) -> tuple[StereoModel, dict[str, Any]]: ...
+@overload
+def load_model(path: str | Path, map_location: str | torch.device = ...,
+               config_overrides: dict[str, Any] | None = ...,
+               return_metadata: bool = ...) -> StereoModel | tuple[StereoModel, dict[str, Any]]: ...
 def load_model(path: str | Path, map_location: str | torch.device = "cpu",
-               config_overrides: dict[str, Any] | None = None, return_metadata: bool = False) -> Any:
+               config_overrides: dict[str, Any] | None = None,
+               return_metadata: bool = False) -> StereoModel | tuple[StereoModel, dict[str, Any]]:
     """Load one of our ``.safetensors`` checkpoints, a CroCo-Stereo ``.pth`` or a CroCo v2 pretraining ``.pth``.
 
     ``config_overrides`` replace config fields (e.g. ``{"dpt_hooks": [13, 16, 19, 23]}`` for a checkpoint
@@ -359,7 +371,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     return (model, metadata) if return_metadata else model
 
 
-
 DEFAULT_WEIGHTS = "default.safetensors"
 
 
@@ -370,7 +381,17 @@ def default_model_path() -> Path:
     return Path(str(resources.files("madis_stereo") / "weights" / DEFAULT_WEIGHTS))
 
 
-def load_default_model(map_location: str | torch.device = "cpu", return_metadata: bool = False) -> Any:
+@overload
+def load_default_model(map_location: str | torch.device = ...,
+                       return_metadata: Literal[False] = ...) -> StereoModel: ...
+@overload
+def load_default_model(map_location: str | torch.device = ..., *,
+                       return_metadata: Literal[True]) -> tuple[StereoModel, dict[str, Any]]: ...
+@overload
+def load_default_model(map_location: str | torch.device = ...,
+                       return_metadata: bool = ...) -> StereoModel | tuple[StereoModel, dict[str, Any]]: ...
+def load_default_model(map_location: str | torch.device = "cpu",
+                       return_metadata: bool = False) -> StereoModel | tuple[StereoModel, dict[str, Any]]:
     """The bundled model (offline, from package data); see README for how it was trained."""
     path = default_model_path()
     if not path.is_file():

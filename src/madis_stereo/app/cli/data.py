@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def dataset_spec(args: argparse.Namespace) -> dict:
 
 
 def _panel(image: np.ndarray, label: str) -> np.ndarray:
+    import cv2
+
     height = max(1, round(image.shape[0] * _PANEL_WIDTH / image.shape[1]))
     panel = cv2.resize(image, (_PANEL_WIDTH, height), interpolation=cv2.INTER_AREA)
     cv2.putText(panel, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
@@ -58,6 +61,8 @@ def _panel(image: np.ndarray, label: str) -> np.ndarray:
 
 def sample_sheet(samples: list[dict]) -> np.ndarray:
     """One row per sample: left, right, colourised ground truth (gray when there is none)."""
+    import numpy as np
+
     from madis_stereo.app.visualize import colorize_disparity
 
     rows = []
@@ -75,6 +80,8 @@ def sample_sheet(samples: list[dict]) -> np.ndarray:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from madis_stereo.data import build_dataset, write_image
     from madis_stereo.errors import DataError
 
