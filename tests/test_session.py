@@ -1,8 +1,10 @@
 """The GPU session's prepared command, run on the CPU with a tiny recipe and a few seconds of training.
 
-First call (``scripts/gpu_session.sh``): a random tiny model is continued, gets better on both sets and is
-kept (shards in OUT). Second call on the same "machine" (state folder) with ``optim.lr=0``: it continues
-from the first call's weights, cannot get better, and is not kept. Then ``adopt`` brings both outputs
+First call (the command line of ``scripts/gpu_session.sh``; the script itself runs in a slow test): a random
+tiny model is continued (on the CPU renderer: the device renderer is made to fail), gets better on both sets
+and is kept (shards in OUT). Second call on the same "machine" (state folder) with ``optim.lr=0``, on the
+device renderer (here on the CPU): it continues from the first call's weights, cannot get better, and is
+not kept. Then ``adopt`` brings both outputs
 into a package copy in order, and refuses weights that do not continue the package's.
 """
 
@@ -25,8 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = """
 model: {preset: tiny, crop: [32, 64], dpt_hooks: [4, 5, 6, 7], init: bundled}
 data:
-  train: [{name: synthetic, size: [32, 64], length: 100000, seed: 0, max_disparity: 8, occlusion_mask: false}]
-  augment: {}
+  train: [{name: synthetic, size: [32, 64], length: 100000, seed: 0, max_disparity: 8, occlusion_mask: false,
+           atlas_tiles: 4, atlas_tile_size: 64}]
+  render_on_device: true
+  augment: null
 madis: {enabled: false}
 optim: {lr: 1.0e-3, batch_size: 4, max_steps: 100000, warmup_steps: 3, schedule: wsd, cooldown_frac: 0.2}
 run: {log_every: 0, ckpt_every: 0, keep_last: 1, num_workers: 0, device: cpu}
@@ -54,7 +58,7 @@ def test_lineage_of_the_first_bundled_model_counts_its_burst():
     assert S.lineage(meta) == {"sessions": 3, "steps_total": 5000, "pairs_total": 160000}
 
 
-def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tmp_path):
+def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tmp_path, monkeypatch):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(TINY)
     package = tiny_package(tmp_path / "package.safetensors", 0)
@@ -62,11 +66,20 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
     start_sha = S.sha256(package)
     args = [*SMALL_SETS, "--recipe", str(recipe), "--weights", str(package), "--state-dir", str(state),
             "--results", str(results)]
-    # first call: the command line of the prepared command (scripts/gpu_session.sh, tested below)
+    # first call: the command line of the prepared command (scripts/gpu_session.sh, tested below), with a
+    # device renderer that fails: the session trains on with the CPU renderer and CroCo augmentation
+    from madis_stereo.training import trainer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: no kernel image is available")
+
+    monkeypatch.setattr(trainer, "build_device_batches", broken)
     out1 = tmp_path / "out1"
     # (max_steps ends these runs before their time budget: the same steps on a busy or an idle CPU)
     assert S.main(["run", "--out", str(out1), "--deadline-s", "60", *args, "optim.max_steps=12"]) == 0
     first = json.loads((out1 / "session.json").read_text())
+    assert first["renderer"] == "cpu" and "no kernel image" in first["fallback"]
+    monkeypatch.undo()
     assert first["kept"] and first["reason"].startswith("better on both"), first["reason"]
     assert first["session"] == 1 and first["steps"] == 12 and first["pairs_run"] == 48
     assert first["pairs_total"] == first["pairs_run"] and first["start_sha256"] == start_sha
@@ -85,6 +98,7 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
     second = S.run_session(out2, recipe, ["optim.lr=0", "optim.max_steps=4"], deadline_s=60, package=package,
                            state_dir=state, heldout=3, motorcycle_scale=0.1, results=None, reserve_s=1)
     assert second["session"] == 2 and second["start_sha256"] == first["weights_sha256"]
+    assert second["renderer"] == "device" and second["fallback"] is None
     assert not second["kept"] and second["after"] == second["before"] and second["weights_sha256"] is None
     assert second["pairs_total"] == first["pairs_total"] + second["pairs_run"]
     assert not list(out2.glob("default.part*"))

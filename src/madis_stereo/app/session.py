@@ -11,7 +11,8 @@
    and on the full Motorcycle pair: bad-2 and EPE, with OpenCV SGBM alongside;
 3. trains the recipe (``configs/bundled_small.yaml``) from them for the time that is left, less what
    scoring and saving need; session ``n`` renders its training pairs with seed ``n`` and shuffles with
-   ``run.seed = n``, so no two sessions see the same pairs;
+   ``run.seed = n``, so no two sessions see the same pairs; if the device renderer fails, training starts
+   again with the CPU renderer and CroCo augmentation (:data:`CPU_RENDERER`) for the time left;
 4. scores the result, rounded to fp16 as it would ship ("after");
 5. keeps it only when its bad-2 is lower on both sets: then writes it in :data:`SHARDS` files
    ``OUT/default.part{i}.safetensors`` (each under the device's 16 MiB per-file limit);
@@ -57,6 +58,7 @@ RECIPE = Path("configs/bundled_small.yaml")
 RESULTS = Path("benchmarks/results/bundled_sessions.jsonl")
 STATE_DIR = Path("/tmp/madis_session")
 SHARD_GLOB = "default.part*.safetensors"
+CPU_RENDERER = ["data.render_on_device=false", "data.augment={}"]  # the fallback when the device renderer fails
 RECORD_NAME = "session.json"
 
 
@@ -244,7 +246,21 @@ def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = 
     run_dir = state_dir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # each call trains afresh from the start weights
     train_start = time.monotonic()
-    result = train(cfg, out_dir=run_dir)
+    fallback = None
+    try:
+        result = train(cfg, out_dir=run_dir)
+    except Exception as err:  # the device renderer has no GPU mileage yet: do not lose the session to it
+        if not cfg.data.render_on_device:
+            raise
+        fallback = f"{type(err).__name__}: {err}"
+        log.exception("the device renderer failed; training on with the CPU renderer and CroCo augmentation")
+        budget = deadline_s - (time.monotonic() - started) - (2 * scoring + reserve_s)
+        if budget < 1:
+            raise
+        cfg = _session_config(recipe, [*(overrides or []), *CPU_RENDERER], start.path, session, budget)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        train_start = time.monotonic()
+        result = train(cfg, out_dir=run_dir)
     train_seconds = time.monotonic() - train_start
     o = cfg.optim
     batch = o.batch_size * o.accum_steps
@@ -271,7 +287,8 @@ def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = 
         "pairs_per_s": round(pairs_run / max(train_seconds, 1e-9), 1),
         "loss_curve": _loss_curve(run_dir / "metrics.jsonl"),
         "before": before, "after": after, "sgbm": sgbm, "heldout_pairs": heldout,
-        "motorcycle_scale": motorcycle_scale, "kept": kept, "reason": reason, "start_sha256": start.sha256,
+        "motorcycle_scale": motorcycle_scale, "renderer": "device" if cfg.data.render_on_device else "cpu",
+        "fallback": fallback, "kept": kept, "reason": reason, "start_sha256": start.sha256,
         "weights_sha256": sha256(candidate) if kept else None,
     }
     if kept:

@@ -33,8 +33,9 @@ from madis_stereo.model.network import StereoModel
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
-from madis_stereo.training.data import build_train_dataset, build_val_dataset, worker_init_fn
+from madis_stereo.training.data import build_device_batches, build_train_dataset, build_val_dataset, worker_init_fn
 from madis_stereo.training.engine import Engine, StepResult
+from madis_stereo.training.rendering import DeviceBatches
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
 from madis_stereo.training.validation import validate
@@ -112,7 +113,7 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Runs one training run in one process (one rank of a torchrun job)."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, env: D.DistEnv, train_dataset: Dataset,
+    def __init__(self, cfg: TrainConfig, run_dir: Path, env: D.DistEnv, train_dataset: Dataset | DeviceBatches,
                  val_dataset: Dataset | None = None, resume: bool = False) -> None:
         self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
@@ -174,6 +175,10 @@ class Trainer:
         """Groups of ``accum_steps`` micro-batches for the rest of the current epoch."""
         o = self.cfg.optim
         self.sampler.set_position(self.epoch, self.position * o.batch_size * o.accum_steps)
+        if isinstance(self.train_dataset, DeviceBatches):  # rendered on the device: batch n is a function of n
+            for _ in range(self.steps_per_epoch - self.position):
+                yield [self.train_dataset.batch(self.step * o.accum_steps + i) for i in range(o.accum_steps)]
+            return
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(self.epoch)
         if self.loader is None:  # built once: its worker processes persist across epochs
@@ -330,7 +335,7 @@ def prepare_run_dir(cfg: TrainConfig, out_dir: str | Path | None, resume: bool) 
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
-          train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> TrainResult:
+          train_dataset: Dataset | DeviceBatches | None = None, val_dataset: Dataset | None = None) -> TrainResult:
     """Train per ``cfg`` in this process (one rank under torchrun); datasets default to the ``data`` section.
 
     ``resume``: continue the run in ``out_dir`` (or ``run.out_dir``) from its ``train_state.pt``.
@@ -338,7 +343,10 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = Fa
     env = D.setup(cfg.run.device)
     try:
         run_dir = prepare_run_dir(cfg, out_dir, resume)
-        if train_dataset is None:
+        if train_dataset is None and cfg.data.render_on_device:
+            train_dataset = build_device_batches(cfg.data, cfg.model.arch.crop, cfg.optim.batch_size, env.device,
+                                                 env.rank)
+        elif train_dataset is None:
             train_dataset = build_train_dataset(cfg.data, cfg.model.arch.crop, cfg.run.seed)
         if val_dataset is None:
             val_dataset = build_val_dataset(cfg.data)
