@@ -58,6 +58,15 @@ def test_lineage_of_the_first_bundled_model_counts_its_burst():
     assert S.lineage(meta) == {"sessions": 3, "steps_total": 5000, "pairs_total": 160000}
 
 
+def test_metrics_are_thinned_for_the_trip_back_keeping_every_validation(tmp_path):
+    lines = [{"kind": "train", "step": i} for i in range(1, 26)] + [{"kind": "val", "step": 25, "epe": 1.0}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    S._thin_metrics(tmp_path / "m.jsonl", tmp_path / "thin.jsonl", max_lines=10)
+    kept = [json.loads(line) for line in (tmp_path / "thin.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in kept if r["kind"] == "train"] == [1, 4, 7, 10, 13, 16, 19, 22, 25]
+    assert kept[-1] == lines[-1]
+
+
 def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tmp_path, monkeypatch):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(TINY)

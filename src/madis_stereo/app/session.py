@@ -16,8 +16,9 @@
 4. scores the result, rounded to fp16 as it would ship ("after");
 5. keeps it only when its bad-2 is lower on both sets: then writes it in :data:`SHARDS` files
    ``OUT/default.part{i}.safetensors`` (each under the device's 16 MiB per-file limit);
-6. writes ``OUT/session.json`` (the record), ``OUT/session.log``, ``OUT/metrics.jsonl`` (the loss curve)
-   and ``OUT/config.yaml``, and appends the record to ``benchmarks/results/bundled_sessions.jsonl``.
+6. writes ``OUT/session.json`` (the record), ``OUT/session.log``, ``OUT/metrics.jsonl`` (the loss curve,
+   thinned to about 10k lines) and ``OUT/config.yaml``, and appends the record to
+   ``benchmarks/results/bundled_sessions.jsonl``.
 
 ``adopt`` (after the device's files came back) joins the shards into the package's weights when the
 session kept them (refusing weights that do not continue the package's current ones) and appends the
@@ -200,6 +201,15 @@ def _loss_curve(metrics: Path, points: int = 20) -> list[float]:
     return [round(float(c.mean()), 4) for c in chunks]
 
 
+def _thin_metrics(source: Path, target: Path, max_lines: int = 10_000) -> None:
+    """``metrics.jsonl`` with every k-th training line (all others kept), at most about ``max_lines`` lines:
+    a GPU session logs tens of thousands of steps, and the device returns files of up to 16 MiB."""
+    lines = source.read_text().splitlines()
+    every = -(-len(lines) // max_lines)
+    kept = [line for i, line in enumerate(lines) if i % every == 0 or '"kind": "train"' not in line]
+    atomic_write_bytes(target, "".join(line + "\n" for line in kept).encode())
+
+
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
@@ -236,6 +246,7 @@ def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = 
     scoring = time.monotonic()
     before = score(model, sets, device)
     scoring = time.monotonic() - scoring
+    del model  # training loads the start weights itself
     log.info("session %d starts from %s: %s (SGBM %s)", session, start.path, before, sgbm)
 
     # after training: the final checkpoint, scoring (as long as before; twice for safety), saving, shards
@@ -303,9 +314,10 @@ def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = 
         with atomic_path(state_dir / "latest.safetensors") as tmp:
             shutil.copyfile(candidate, tmp)
         atomic_write_bytes(state_dir / "chain.json", json.dumps(start.chain + [record["weights_sha256"]]).encode())
-    for name in ("metrics.jsonl", "config.yaml"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out / name)
+    if (run_dir / "config.yaml").is_file():
+        shutil.copyfile(run_dir / "config.yaml", out / "config.yaml")
+    if (run_dir / "metrics.jsonl").is_file():
+        _thin_metrics(run_dir / "metrics.jsonl", out / "metrics.jsonl")
     atomic_write_bytes(out / RECORD_NAME, (json.dumps(record, indent=1) + "\n").encode())
     if results is not None:
         append_record(results, record)
