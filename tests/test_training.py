@@ -106,7 +106,7 @@ def test_masked_pixels_cannot_reach_visible_encoder_tokens_of_either_view():
 def test_every_trainable_parameter_gets_a_gradient(madis):
     engine = engine_for(madis={"enabled": madis})
     terms = engine.losses(batch_of(ToyStereo(2)), step=0)
-    assert set(terms) == ({"loss", "gt", "distill", "recon_left", "recon_right"} if madis else {"loss", "gt"})
+    assert set(terms) == ({"loss", "gt", "pseudo", "recon_left", "recon_right"} if madis else {"loss", "gt"})
     terms["loss"].backward()
     missing = [n for n, p in engine.model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
@@ -119,7 +119,7 @@ def test_total_is_the_weighted_sum_of_the_terms():
     engine = engine_for(madis={"weights": {"gt": 2.0, "distill": 0.5, "recon_left": 3.0, "recon_right": 0.0}})
     with torch.no_grad():
         t = engine.losses(batch_of(ToyStereo(2)), step=0)
-    expected = 2 * t["gt"] + 0.5 * t["distill"] + 3 * t["recon_left"]
+    expected = (2 + 0.5) * t["gt"] + 0.5 * t["pseudo"] + 3 * t["recon_left"]  # GT pixels also in L_distill
     assert torch.allclose(t["loss"], expected)
 
 
@@ -132,9 +132,9 @@ def test_teacher_runs_only_when_some_gt_is_missing(monkeypatch):
     dense = dict(sparse, disparity=torch.nan_to_num(sparse["disparity"], posinf=3.0))
     with torch.no_grad():
         t = engine.losses(dense, step=0)
-        assert calls == [] and t["distill"] == t["gt"]  # no GT-less pixel: the pseudo-label term is exactly 0
+        assert calls == [] and t["pseudo"] == 0  # no GT-less pixel: the pseudo-label term is exactly 0
         t = engine.losses(sparse, step=0)
-        assert calls == [1] and t["distill"] > t["gt"]
+        assert calls == [1] and t["pseudo"] > 0
 
 
 def test_nonfinite_loss_skips_the_update_and_the_ema():
