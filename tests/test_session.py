@@ -30,7 +30,7 @@ data:
   train: [{name: synthetic, size: [32, 64], length: 100000, seed: 0, max_disparity: 8, occlusion_mask: false,
            atlas_tiles: 4, atlas_tile_size: 64}]
   render_on_device: true
-  augment: null
+  augment: {scale_prob: 0}
 madis: {enabled: false}
 optim: {lr: 1.0e-3, batch_size: 4, max_steps: 100000, warmup_steps: 3, schedule: wsd, cooldown_frac: 0.2}
 run: {log_every: 0, ckpt_every: 0, keep_last: 1, num_workers: 0, device: cpu}
@@ -76,7 +76,7 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
     args = [*SMALL_SETS, "--recipe", str(recipe), "--weights", str(package), "--state-dir", str(state),
             "--results", str(results)]
     # first call: the command line of the prepared command (scripts/gpu_session.sh, tested below), with a
-    # device renderer that fails: the session trains on with the CPU renderer and CroCo augmentation
+    # device renderer that fails: the session trains on with the CPU renderer in DataLoader workers
     from madis_stereo.training import trainer
 
     def broken(*args, **kwargs):

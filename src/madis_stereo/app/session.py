@@ -12,7 +12,7 @@
 3. trains the recipe (``configs/bundled_small.yaml``) from them for the time that is left, less what
    scoring and saving need; session ``n`` renders its training pairs with seed ``n`` and shuffles with
    ``run.seed = n``, so no two sessions see the same pairs; if the device renderer fails, training starts
-   again with the CPU renderer and CroCo augmentation (:data:`CPU_RENDERER`) for the time left;
+   again with the CPU renderer in DataLoader workers (:data:`CPU_RENDERER`) for the time left;
 4. scores the result, rounded to fp16 as it would ship ("after");
 5. keeps it only when its bad-2 is lower on both sets: then writes it in :data:`SHARDS` files
    ``OUT/default.part{i}.safetensors`` (each under the device's 16 MiB per-file limit);
@@ -59,7 +59,7 @@ RECIPE = Path("configs/bundled_small.yaml")
 RESULTS = Path("benchmarks/results/bundled_sessions.jsonl")
 STATE_DIR = Path("/tmp/madis_session")
 SHARD_GLOB = "default.part*.safetensors"
-CPU_RENDERER = ["data.render_on_device=false", "data.augment={}"]  # the fallback when the device renderer fails
+CPU_RENDERER = ["data.render_on_device=false"]  # the fallback when the device renderer fails
 RECORD_NAME = "session.json"
 
 
@@ -264,7 +264,7 @@ def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = 
         if not cfg.data.render_on_device:
             raise
         fallback = f"{type(err).__name__}: {err}"
-        log.exception("the device renderer failed; training on with the CPU renderer and CroCo augmentation")
+        log.exception("the device renderer failed; training again with the CPU renderer in DataLoader workers")
         budget = deadline_s - (time.monotonic() - started) - (2 * scoring + reserve_s)
         if budget < 1:
             raise
