@@ -249,8 +249,12 @@ def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = 
     del model  # training loads the start weights itself
     log.info("session %d starts from %s: %s (SGBM %s)", session, start.path, before, sgbm)
 
-    # after training: the final checkpoint, scoring (as long as before; twice for safety), saving, shards
-    budget = deadline_s - (time.monotonic() - started) - (2 * scoring + reserve_s)
+    def time_left() -> float:
+        """Seconds training may take: after it come scoring (on a warm GPU, no longer than the first, cold
+        one) and saving (``reserve_s``)."""
+        return deadline_s - (time.monotonic() - started) - (scoring + reserve_s)
+
+    budget = time_left()
     if budget < 1:
         raise ConfigError(f"--deadline-s {deadline_s:g} leaves no time to train ({budget:.0f} s after scoring)")
     cfg = _session_config(recipe, list(overrides or []), start.path, session, budget)
@@ -265,10 +269,9 @@ def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = 
             raise
         fallback = f"{type(err).__name__}: {err}"
         log.exception("the device renderer failed; training again with the CPU renderer in DataLoader workers")
-        budget = deadline_s - (time.monotonic() - started) - (2 * scoring + reserve_s)
-        if budget < 1:
+        if time_left() < 1:
             raise
-        cfg = _session_config(recipe, [*(overrides or []), *CPU_RENDERER], start.path, session, budget)
+        cfg = _session_config(recipe, [*(overrides or []), *CPU_RENDERER], start.path, session, time_left())
         shutil.rmtree(run_dir, ignore_errors=True)
         train_start = time.monotonic()
         result = train(cfg, out_dir=run_dir)
