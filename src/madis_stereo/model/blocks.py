@@ -1,6 +1,7 @@
 """Transformer building blocks: self/cross attention with 2D RoPE, MLP, encoder and decoder blocks.
 
-Attention runs through ``F.scaled_dot_product_attention``. When a module's ``hook`` is set (see
+Attention runs through ``F.scaled_dot_product_attention``, except bf16/fp16 inference on a CPU, which takes
+a few heads at a time through batched matrix products (``_blocked_attention``). When a module's ``hook`` is set (see
 ``StereoModel.capture_attention``) it takes the explicit reference path instead, which also yields the
 softmax attention weights ``A = softmax(q k^T / sqrt(d))`` [B, heads, Nq, Nk] and hands them to the hook.
 """
