@@ -19,7 +19,7 @@ import torch
 from madis_stereo.baselines import fill_holes_rowwise, sgbm_disparity
 from madis_stereo.errors import InputError
 from madis_stereo.fileio import atomic_path
-from madis_stereo.inference import Predictor, certainty, rgb_pair
+from madis_stereo.inference import Predictor, rgb_pair
 from madis_stereo.metrics import stereo_metrics
 from madis_stereo.visualize import colorize_disparity, confidence_image, error_map, save_png, side_by_side
 
@@ -83,7 +83,7 @@ def run_demo(model: torch.nn.Module, left: np.ndarray, right: np.ndarray, gt: np
     vmax = float(np.percentile(finite, 99.5)) if finite.size else None
     images = {
         "disparity": colorize_disparity(pred.disparity, vmin=0.0, vmax=vmax),
-        "confidence": confidence_image(certainty(pred.confidence), vmin=0.0, vmax=1.0),
+        "confidence": confidence_image(pred.certainty, vmin=0.0, vmax=1.0),
         "sgbm": colorize_disparity(sgbm, vmin=0.0, vmax=vmax),
         "sgbm_filled": colorize_disparity(filled, vmin=0.0, vmax=vmax),
     }

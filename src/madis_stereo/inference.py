@@ -1,11 +1,15 @@
 """Inference: input preprocessing, tiled prediction at any image size, and the ``Predictor``.
 
-Tiled prediction follows CroCo-Stereo (METHOD.md section 5): windows of the training crop, tiles per axis
+Tiled prediction follows CroCo-Stereo (docs/METHOD.md, "Tiled inference"): windows of the training crop, tiles per axis
 ``1 + ceil((size - win) / ((1 - overlap) * win))`` at linspace offsets, each tile blended with a weight
 derived from its confidence logit ``c``:
 
 - ``conf_expsigmoid_B_S``: ``w = exp(-B * 2 * (sigmoid(c / S) - 0.5))``
 - ``conf_expbetaB``: ``w = exp(-B * c)``
+
+The blend is computed from the log-weights relative to each pixel's largest one (as a running maximum over
+the tiles), which gives the same weighted mean without overflow: ``exp(-B * c)`` alone is inf in float32
+for ``c < -88 / B`` and would turn a very confident tile into NaN.
 
 Images smaller than the window are upscaled (bicubic) by ``max(win_w / W, win_h / H)`` first; the
 disparity is resized back and divided by the x-scale.
@@ -28,6 +32,7 @@ from torch import Tensor
 
 from madis_stereo.config import parse_conf_mode
 from madis_stereo.errors import InputError
+from madis_stereo.model.borrow import eval_mode, model_device, on_device
 from madis_stereo.model.network import check_pair
 
 __all__ = [
@@ -48,6 +53,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ImageLike = np.ndarray | str | Path
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def normalize(images: Tensor) -> Tensor:
@@ -68,12 +74,12 @@ def tile_offsets(total: int, window: int, overlap: float) -> list[int]:
     return [int(v) for v in np.linspace(0, total - window, count).round().astype(int)]
 
 
-def tile_weights(conf: Tensor, conf_mode: str) -> Tensor:
-    """Per-pixel blending weight of a tile from its confidence logit."""
+def tile_log_weights(conf: Tensor, conf_mode: str) -> Tensor:
+    """Per-pixel log of a tile's blending weight from its confidence logit (finite for finite ``conf``)."""
     kind, beta, beta_s = parse_conf_mode(conf_mode)
     if kind == "expsigmoid":
-        return torch.exp(-beta * 2.0 * (torch.sigmoid(conf / beta_s) - 0.5))
-    return torch.exp(-beta * conf)
+        return -beta * 2.0 * (torch.sigmoid(conf / beta_s) - 0.5)
+    return -beta * conf
 
 
 @torch.inference_mode()
@@ -94,7 +100,7 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
     win_h, win_w = int(crop[0]), int(crop[1])
     if win_h % 32 or win_w % 32:
         raise InputError(f"crop {win_h}x{win_w} must be a multiple of 32 in both sides")
-    tile_weights(torch.zeros(1), conf_mode)  # validates the mode before any work
+    parse_conf_mode(conf_mode)  # validates the mode before any work
     batch, _, height, width = left.shape
     scale = 1.0
     if height < win_h or width < win_w:
@@ -104,8 +110,9 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
         right = F.interpolate(right, size=size, mode="bicubic", align_corners=False)
     big_h, big_w = left.shape[-2:]
     acc_disp = torch.zeros(batch, 1, big_h, big_w, device=left.device)
-    acc_w = torch.full((batch, big_h, big_w), 1e-16, device=left.device)
+    acc_w = torch.zeros(batch, big_h, big_w, device=left.device)  # weights relative to acc_max
     acc_c = torch.zeros(batch, big_h, big_w, device=left.device)
+    acc_max = torch.full((batch, big_h, big_w), -math.inf, device=left.device)  # largest log-weight so far
     tiles = [(y, x) for y in tile_offsets(big_h, win_h, overlap) for x in tile_offsets(big_w, win_w, overlap)]
     for start in range(0, len(tiles), max(1, tile_batch)):
         chunk = tiles[start : start + max(1, tile_batch)]
@@ -113,12 +120,16 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
         crops_r = torch.cat([right[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
         out = model(crops_l, crops_r)
         disp, conf = out.disparity.float(), out.confidence.float()[:, 0]
-        weight = tile_weights(conf, conf_mode)
+        log_w = tile_log_weights(conf, conf_mode).clamp(-FLOAT32_MAX, FLOAT32_MAX)  # +-inf logits stay usable
         for j, (y, x) in enumerate(chunk):
-            sl = slice(j * batch, (j + 1) * batch)
-            acc_disp[:, :, y : y + win_h, x : x + win_w] += disp[sl] * weight[sl, None]
-            acc_w[:, y : y + win_h, x : x + win_w] += weight[sl]
-            acc_c[:, y : y + win_h, x : x + win_w] += conf[sl] * weight[sl]
+            sl, ys, xs = slice(j * batch, (j + 1) * batch), slice(y, y + win_h), slice(x, x + win_w)
+            old_max = acc_max[:, ys, xs]
+            new_max = torch.maximum(old_max, log_w[sl])
+            rescale, weight = torch.exp(old_max - new_max), torch.exp(log_w[sl] - new_max)
+            acc_disp[:, :, ys, xs] = acc_disp[:, :, ys, xs] * rescale[:, None] + disp[sl] * weight[:, None]
+            acc_w[:, ys, xs] = acc_w[:, ys, xs] * rescale + weight
+            acc_c[:, ys, xs] = acc_c[:, ys, xs] * rescale + conf[sl] * weight
+            acc_max[:, ys, xs] = new_max
     disparity = acc_disp / acc_w[:, None]
     confidence = acc_c / acc_w
     if scale != 1.0:
@@ -139,19 +150,27 @@ class Prediction:
     """disparity HxW float32 (left-image pixels) and confidence HxW float32.
 
     ``confidence`` is CroCo's channel 1 blended over tiles: the logit of the Laplacian log-scale, so LOWER
-    values mean a smaller expected error (see :func:`certainty` for a 0..1 map where higher = surer).
+    values mean a smaller expected error. ``laplace_b`` is the model's scale ``b`` of that logit
+    (``ModelConfig.laplace_b``); :attr:`certainty` maps the logit onto 0..1 with it (higher = surer).
     """
 
     disparity: np.ndarray
     confidence: np.ndarray
+    laplace_b: float = 3.0
+
+    @property
+    def certainty(self) -> np.ndarray:
+        """:func:`certainty` of ``confidence`` with the model's ``laplace_b``."""
+        return certainty(self.confidence, self.laplace_b)
 
 
 def certainty(confidence: np.ndarray | Tensor, beta_s: float = 3.0) -> Any:
     """Certainty in (0, 1) from the confidence logit c: ``1 - sigmoid(c / beta_s)``, higher = surer.
 
-    This is the bounded log-scale c' = 2a(sigmoid(c / b) - 0.5) of the loss (METHOD.md section 3, a = b = 3)
-    mapped linearly from (-a, a) onto (1, 0): 1 = the smallest expected error the model can express,
-    0 = the largest, 0.5 at c = 0.
+    ``beta_s`` is the model's ``laplace_b`` (``model.config.laplace_b``, 3 unless its training set
+    ``madis.laplace_b``). This is the bounded log-scale c' = 2a(sigmoid(c / b) - 0.5) of the loss
+    (docs/METHOD.md, "Losses") mapped linearly from (-a, a) onto (1, 0): 1 = the smallest expected error the
+    model can express, 0 = the largest, 0.5 at c = 0.
     """
     if isinstance(confidence, Tensor):
         return torch.sigmoid(-confidence / beta_s)
@@ -192,7 +211,8 @@ class Predictor:
     """Runs a model on image pairs of any size (tiled) with fixed settings.
 
     ``precision`` is "fp32" or "bf16" (autocast); ``crop`` defaults to the model's training crop;
-    ``compile`` wraps the model in ``torch.compile``.
+    ``compile`` wraps the model in ``torch.compile``. The caller's model is left as it was: each call runs it
+    in eval mode and restores its mode, and a ``device`` other than the model's gets a copy of the model.
     """
 
     def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
@@ -204,8 +224,9 @@ class Predictor:
         parse_conf_mode(self.conf_mode)
         if precision not in ("fp32", "bf16"):
             raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        self.device = torch.device(device) if device is not None else _model_device(model)
-        self.model = model.to(self.device).eval()
+        self.device = torch.device(device) if device is not None else model_device(model)
+        self.model = on_device(model, self.device)
+        self.laplace_b = float(getattr(config, "laplace_b", 3.0))
         if compile:  # one compiled graph per window size; the first call pays the compilation
             self.model = torch.compile(self.model)
         self.overlap = overlap
@@ -224,16 +245,9 @@ class Predictor:
 
     def __call__(self, left: Any, right: Any) -> Prediction:
         lt, rt = self.prepare(left, right)
-        with self.autocast():
+        with self.autocast(), eval_mode(self.model):
             disp, conf = tiled_predict(self.model, lt, rt, self.crop, self.overlap, self.conf_mode, self.tile_batch)
-        return Prediction(disp[0, 0].float().cpu().numpy(), conf[0].float().cpu().numpy())
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+        return Prediction(disp[0, 0].float().cpu().numpy(), conf[0].float().cpu().numpy(), self.laplace_b)
 
 
 def predict(model: torch.nn.Module, left_image: Any, right_image: Any, crop: Sequence[int] | None = None,

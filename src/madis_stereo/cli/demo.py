@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from madis_stereo.cli.common import add_model_arguments, load_cli_model, predictor_kwargs
+from madis_stereo.config import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from madis_stereo.metrics import format_table
 
     if bool(args.left) != bool(args.right):
-        raise ValueError("--left and --right go together")
+        raise ConfigError("--left and --right go together")
     if args.left:
         from madis_stereo.data import read_disparity, read_image
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from madis_stereo.cli import common
+from madis_stereo.config import ConfigError
 
 log = logging.getLogger("madis_stereo")
 
@@ -49,7 +50,7 @@ def _dataset_config(args: argparse.Namespace) -> dict[str, Any]:
     options = apply_overrides({}, args.dataset_options)
     for key in ("name", "root", "split"):
         if key in options:
-            raise ValueError(f"use --dataset/--root/--split instead of --set {key}=...")
+            raise ConfigError(f"use --dataset/--root/--split instead of --set {key}=...")
     return {"name": args.dataset, "root": str(args.root), "split": args.split, **options}
 
 

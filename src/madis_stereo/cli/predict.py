@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from madis_stereo.cli import common
+from madis_stereo.config import ConfigError
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
     from madis_stereo.inference import Predictor
@@ -47,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     geo.add_argument("--depth-format", choices=("pfm", "npy"), default="pfm", help="file type of depth (default pfm)")
     geo.add_argument("--max-depth", type=float, help="point cloud: drop points farther than this (baseline unit)")
     geo.add_argument("--min-certainty", type=float,
-                     help="point cloud: drop points whose certainty 1 - sigmoid(c/3) is below this (0..1)")
+                     help="point cloud: drop points whose certainty 1 - sigmoid(c/b) is below this (0..1; "
+                          "b: the model's laplace_b, 3 by default)")
     p.set_defaults(func=run)
 
 
@@ -71,7 +73,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         from madis_stereo.export import OnnxStereoModel
 
         if args.checkpoint:
-            raise ValueError("give either --checkpoint or --onnx, not both")
+            raise ConfigError("give either --checkpoint or --onnx, not both")
         return Predictor(OnnxStereoModel(args.onnx), crop=args.crop, overlap=args.overlap, device="cpu",
                          tile_batch=args.tile_batch)
     return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
@@ -87,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     options = OutputOptions(formats=formats, vmin=args.vmin, vmax=args.vmax, depth_format=args.depth_format,
                             max_depth=args.max_depth, min_certainty=args.min_certainty)
     if options.needs_camera and args.calib is None and (args.focal is None or args.baseline is None):
-        raise ValueError("formats depth and ply need --calib calib.txt (or 'auto'), or --focal F --baseline B")
+        raise ConfigError("formats depth and ply need --calib calib.txt (or 'auto'), or --focal F --baseline B")
     if args.calib is not None and args.focal is not None:
-        raise ValueError("give either --calib or --focal/--baseline, not both")
+        raise ConfigError("give either --calib or --focal/--baseline, not both")
     pairs = find_pairs(args.inputs)
     cameras: dict[Path, Camera] = {}
     if options.needs_camera and args.calib not in (None, "auto"):
@@ -107,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
             left, right = rgb_pair(pair.left, pair.right)
             camera = _camera_for(args, pair.left, cameras) if options.needs_camera else None
             pred = predictor(left, right)
-            write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, options, camera)
+            write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, options, camera,
+                          laplace_b=pred.laplace_b)
         except (ValueError, OSError) as err:
             message = first_line(err)
             line = f"{pair.left} + {pair.right}: {message}"

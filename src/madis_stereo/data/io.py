@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from madis_stereo.errors import DataError
+from madis_stereo.errors import DataError, InputError
 from madis_stereo.fileio import atomic_write_bytes
 
 __all__ = [
@@ -115,7 +115,7 @@ def write_pfm(path: PathLike, array: np.ndarray, little_endian: bool = True) -> 
     elif array.ndim == 3 and array.shape[2] == 3:
         kind = "PF"
     else:
-        raise ValueError(f"write_pfm expects HxW or HxWx3, got shape {array.shape}")
+        raise InputError(f"write_pfm expects HxW or HxWx3, got shape {array.shape}")
     height, width = array.shape[:2]
     header = f"{kind}\n{width} {height}\n{-1.0 if little_endian else 1.0}\n".encode("ascii")
     body = np.ascontiguousarray(array[::-1], dtype="<f4" if little_endian else ">f4").tobytes()
@@ -188,7 +188,7 @@ def write_kitti_disparity(path: PathLike, disparity: np.ndarray) -> None:
     values become 0 (invalid); valid values are clipped to [1/256, 65535/256]."""
     disparity = np.asarray(disparity, dtype=np.float64)
     if disparity.ndim != 2:
-        raise ValueError(f"write_kitti_disparity expects HxW, got shape {disparity.shape}")
+        raise InputError(f"write_kitti_disparity expects HxW, got shape {disparity.shape}")
     valid = np.isfinite(disparity) & (disparity >= 0)
     if valid.any() and disparity[valid].max() > 65535 / 256:
         log.warning("%s: disparities above %.2f clipped", path, 65535 / 256)
@@ -211,10 +211,10 @@ def write_image(path: PathLike, image: np.ndarray) -> None:
     """Write a uint8 ``HxW`` or ``HxWx3`` image (format from the extension), atomically."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ValueError(f"write_image expects uint8, got {image.dtype}")
+        raise InputError(f"write_image expects uint8, got {image.dtype}")
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: unknown image extension")
+        raise InputError(f"{path}: unknown image extension")
     out = io.BytesIO()
     Image.fromarray(image).save(out, format=fmt)
     atomic_write_bytes(path, out.getvalue())

@@ -126,8 +126,8 @@ def _draw_view(layers: list[Layer], height: int, width: int,
             colour = cv2.convertScaleAbs(colour, alpha=gain)
         ty, tx = slice(y0 + r0, y0 + r1), slice(x0 + c0, x0 + c1)
         mask = write.view(np.uint8)
-        cv2.copyTo(np.ascontiguousarray(d), mask, zbuf[ty, tx])  # in place: dst is a view of the buffer
-        cv2.copyTo(colour, mask, image[ty, tx])
+        zbuf[ty, tx] = cv2.copyTo(np.ascontiguousarray(d), mask, zbuf[ty, tx])  # the returned array is the
+        image[ty, tx] = cv2.copyTo(colour, mask, image[ty, tx])  # result (OpenCV may not write into a view)
         np.copyto(labels[ty, tx], k, where=write)
     return image, zbuf, labels
 

@@ -52,13 +52,15 @@ class DataConfig:
     """``train``: dataset specs for ``madis_stereo.data.build_mixture`` (each may carry ``repeat``).
 
     ``val``: one dataset spec or None. ``augment``: ``AugmentConfig`` fields, None = no augmentation; the
-    crop is ``model.crop`` (one source of truth for training and tiled inference).
+    crop is ``model.crop`` (one source of truth for training and tiled inference). ``skip_bad_samples``:
+    an unreadable training sample is skipped (and counted) instead of stopping the run with its file name.
     """
 
     train: tuple[dict, ...] = ()
     val: dict | None = None
     augment: dict | None = None
     val_overlap: float = 0.7
+    skip_bad_samples: bool = False
 
     def __post_init__(self) -> None:
         for i, spec in enumerate(self.train):
@@ -197,7 +199,13 @@ class TrainConfig:
         if not isinstance(model, dict):
             raise ConfigError(f"model: expected a mapping, got {model!r}")
         cfg = from_dict(cls, data)
-        return dataclasses.replace(cfg, model=_model_section(model))
+        section = _model_section(model)
+        # the loss scale b is set in the madis section and stored with the model (certainty reads it)
+        b = cfg.madis.laplace_b
+        if "laplace_b" in model and section.arch.laplace_b != b:
+            raise ConfigError(f"model.laplace_b ({section.arch.laplace_b}) differs from madis.laplace_b ({b}); "
+                              "set madis.laplace_b only (the model records it)")
+        return dataclasses.replace(cfg, model=dataclasses.replace(section, arch=section.arch.replace(laplace_b=b)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; the model section is flattened back to ``{init, <ModelConfig fields>}``."""

@@ -33,7 +33,7 @@ def build_train_dataset(cfg: DataConfig, crop: Sequence[int], seed: int) -> Data
         raise ConfigError("data.train is empty: list at least one dataset spec")
     mixture = build_mixture([dict(spec) for spec in cfg.train])
     augment = None if cfg.augment is None else augment_config(cfg.augment, crop)
-    return TrainingDataset(mixture, augment, seed)
+    return TrainingDataset(mixture, augment, seed, skip_bad=cfg.skip_bad_samples)
 
 
 def build_val_dataset(cfg: DataConfig) -> Dataset | None:
