@@ -79,7 +79,7 @@ def model_section(init: str | None) -> dict[str, Any]:
     """tiny from scratch (DPT on decoder layers), or the architecture of ``init`` at the ablation crop."""
     if init is None:
         return {"preset": "tiny", "crop": list(CROP), "dpt_hooks": [4, 5, 6, 7]}
-    from madis_stereo.checkpoint import read_metadata
+    from madis_stereo.model.checkpoint import read_metadata
 
     return {**read_metadata(init)["config"], "crop": list(CROP), "init": str(init)}
 
@@ -104,8 +104,8 @@ def train_config(name: str, budget: float, init: str | None = None) -> dict[str,
 
 def evaluate(model: Any) -> dict[str, float]:
     import madis_stereo as ms
+    from madis_stereo.app.demo import motorcycle
     from madis_stereo.data import build_dataset
-    from madis_stereo.demo import motorcycle
 
     val = build_dataset({"name": "synthetic", "size": list(CROP), "length": VAL_PAIRS, "seed": 12345,
                          "max_disparity": MAX_DISPARITY})
@@ -122,8 +122,9 @@ def run_one(name: str, budget: float, out: Path, init: str | None = None) -> dic
     import torch
 
     torch.set_num_threads(1)
-    from madis_stereo.data import AugmentConfig, TrainingDataset
+    from madis_stereo.data import AugmentConfig
     from madis_stereo.training import load_train_config, train
+    from madis_stereo.training.data import TrainingDataset
     from madis_stereo.training.runlog import read_metrics
 
     cfg = load_train_config(train_config(name, budget, init))

@@ -15,12 +15,11 @@ from madis_stereo.data import (
     ColorParams,
     SyntheticConfig,
     SyntheticStereo,
-    TrainingDataset,
     apply_color,
     build_dataset,
     draw_color,
-    worker_init_fn,
 )
+from madis_stereo.training.data import TrainingDataset, worker_init_fn
 
 GEOMETRY_ONLY = dict(vflip_prob=0.0, right_perturb_prob=0.0, color_prob=0.0)
 

@@ -16,9 +16,9 @@ import yaml
 from toy_stereo import ToyStereo, toy_config, write_toy_folder
 
 import madis_stereo as ms
-from madis_stereo.cli import EXIT_PREEMPTED
-from madis_stereo.errors import DataError
-from madis_stereo.training import TrainingError, load_train_config, train
+from madis_stereo.app.cli import EXIT_PREEMPTED
+from madis_stereo.errors import DataError, TrainingError
+from madis_stereo.training import load_train_config, train
 from madis_stereo.training.runlog import read_metrics
 from madis_stereo.training.state import load_train_state
 
@@ -39,7 +39,7 @@ def toy_folder(tmp_path_factory) -> dict:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "madis_stereo.cli", *args]
+    return [sys.executable, "-m", "madis_stereo", *args]
 
 
 def subprocess_env() -> dict:
@@ -116,7 +116,7 @@ def test_sigusr1_and_ctrl_c_stop_the_same_way_with_data_workers(tmp_path, toy_fo
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc")
 @pytest.mark.parametrize("victim", ["ckpt_step4", "train_state"])
 def test_disk_full_while_saving_keeps_the_previous_checkpoint_usable(tmp_path, monkeypatch, victim):
-    from madis_stereo import fileio
+    from madis_stereo.utils import files as fileio
 
     real_fsync = fileio.os.fsync
     writes = {"train_state": 0}

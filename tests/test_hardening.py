@@ -18,8 +18,8 @@ from tools_helpers import stereo_images
 from toy_stereo import ToyStereo, toy_config
 
 import madis_stereo as ms
-from madis_stereo.checkpoint import read_metadata
-from madis_stereo.config import ConfigError
+from madis_stereo.errors import ConfigError
+from madis_stereo.model.checkpoint import read_metadata
 from madis_stereo.training import Engine, load_train_config, train
 from madis_stereo.training import trainer as trainer_module
 from madis_stereo.training.distributed import DistEnv
@@ -193,7 +193,7 @@ def test_fp16_gradient_scaler_path_skips_overflowing_steps_and_halves_the_scale(
 
 # --- the command line's error handling ----------------------------------------------------------------
 def run_info_raising(monkeypatch, capsys, error: BaseException) -> tuple[int, str]:
-    from madis_stereo.cli import info, main
+    from madis_stereo.app.cli import info, main
 
     def boom(args):
         raise error
@@ -206,7 +206,7 @@ def run_info_raising(monkeypatch, capsys, error: BaseException) -> tuple[int, st
 def test_cli_turns_our_errors_into_one_line(monkeypatch, capsys):
     for error in (ConfigError("optim.lr: expected a number"), ms.CheckpointError("x: not a checkpoint"),
                   ms.DataError("a.png: truncated"), ms.InputError("crop 0x0"),
-                  trainer_module.TrainingError("stopping"), FileNotFoundError("no such file: x")):
+                  ms.TrainingError("stopping"), FileNotFoundError("no such file: x")):
         code, err = run_info_raising(monkeypatch, capsys, error)
         assert code == 2 and err.strip().count("\n") == 0 and str(error) in err, (error, err)
 
@@ -225,7 +225,7 @@ def test_cli_lets_real_bugs_show_their_traceback(monkeypatch, capsys, error):
     MemoryError(),
 ])
 def test_cli_out_of_memory_says_what_to_change(monkeypatch, capsys, error):
-    from madis_stereo.cli import EXIT_OUT_OF_MEMORY
+    from madis_stereo.app.cli import EXIT_OUT_OF_MEMORY
 
     code, err = run_info_raising(monkeypatch, capsys, error)
     assert code == EXIT_OUT_OF_MEMORY != 2
@@ -234,8 +234,8 @@ def test_cli_out_of_memory_says_what_to_change(monkeypatch, capsys, error):
 
 # --- library calls leave the caller's model as it was -------------------------------------------------------
 def test_predict_analysis_and_export_leave_the_callers_model_as_it_was(tmp_path):
-    from madis_stereo.analysis import attention_distance
-    from madis_stereo.export import export_onnx
+    from madis_stereo.inference.attention import attention_distance
+    from madis_stereo.inference.export import export_onnx
 
     left, right = stereo_images(64, 128)
     model = tiny().train()
@@ -315,7 +315,7 @@ def test_laplace_b_goes_from_the_training_recipe_into_the_saved_model(tmp_path):
 
 # --- visualisation, the run log, the synthetic renderer -------------------------------------------------
 def test_confidence_colours_match_their_documentation():
-    from madis_stereo.visualize import confidence_image
+    from madis_stereo.app.visualize import confidence_image
 
     rgb = confidence_image(np.array([[-5.0, 5.0]], np.float32), vmin=-5, vmax=5).astype(int)
     sure, unsure = rgb[0, 0], rgb[0, 1]
@@ -348,7 +348,7 @@ def test_run_log_is_closed_when_the_trainer_cannot_start(tmp_path, monkeypatch):
 def test_synthetic_renderer_does_not_rely_on_copyto_writing_in_place(monkeypatch):
     import cv2
 
-    from madis_stereo.data import synthetic
+    from madis_stereo.data.synthetic import world as synthetic
 
     sample = synthetic.SyntheticStereo(size=(48, 64), max_disparity=16.0, length=1, seed=3)[0]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import madis_stereo as ms
-from madis_stereo.inference import tile_log_weights, tile_offsets
+from madis_stereo.inference.tiling import tile_log_weights, tile_offsets
 
 
 def test_tile_offsets_follow_croco_formula():

@@ -7,14 +7,7 @@
 from madis_stereo.training.config import TrainConfig, load_train_config
 from madis_stereo.training.engine import Engine, StepResult
 from madis_stereo.training.teacher import EMATeacher
-from madis_stereo.training.trainer import (
-    Trainer,
-    TrainingError,
-    TrainingInterrupted,
-    TrainResult,
-    build_student,
-    train,
-)
+from madis_stereo.training.trainer import Trainer, TrainResult, build_student, train
 
 __all__ = [
     "EMATeacher",
@@ -23,8 +16,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
-    "TrainingError",
-    "TrainingInterrupted",
     "build_student",
     "load_train_config",
     "train",

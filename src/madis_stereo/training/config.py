@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
-from madis_stereo.config import ConfigError, ModelConfig, apply_overrides, from_dict, load_yaml, to_dict
+from madis_stereo.errors import ConfigError
+from madis_stereo.model.config import ModelConfig
+from madis_stereo.utils.config import apply_overrides, from_dict, load_yaml, to_dict
 
 __all__ = [
     "DataConfig",
@@ -74,7 +76,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms (METHOD.md section 3); all 1 in the paper's code."""
+    """Weights of the loss terms (docs/METHOD.md section 3); all 1 in the paper's code."""
 
     gt: float = 1.0
     distill: float = 1.0

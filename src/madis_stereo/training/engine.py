@@ -1,6 +1,6 @@
 """One optimiser step of MaDis-Stereo (or of the CroCo-Stereo baseline): losses, backward, update, EMA.
 
-MaDis step (METHOD.md section 2): masks for both views -> student ``forward_masked`` (left pass: disparity
+MaDis step (docs/METHOD.md section 2): masks for both views -> student ``forward_masked`` (left pass: disparity
 and left reconstruction; right pass: right reconstruction); the EMA teacher labels the unmasked pair;
 loss = w_gt L_gt + w_distill L_distill + w_rec (L_rec(left) + L_rec(right)). Baseline step: unmasked
 ``forward`` and L_gt only.
@@ -21,11 +21,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
-from madis_stereo.config import ConfigError
-from madis_stereo.errors import CheckpointError
-from madis_stereo.inference import normalize
+from madis_stereo.errors import CheckpointError, ConfigError
 from madis_stereo.model.masking import random_masks
 from madis_stereo.model.network import MaskedStereoOutput, StereoModel, StereoOutput
+from madis_stereo.model.preprocess import normalize
 from madis_stereo.training.config import TrainConfig
 from madis_stereo.training.distributed import DistEnv, all_reduce_sum
 from madis_stereo.training.losses import (

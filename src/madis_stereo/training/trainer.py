@@ -29,24 +29,27 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from madis_stereo.checkpoint import load_model, load_weights, read_metadata, read_weights, save_model
-from madis_stereo.config import ConfigError
-from madis_stereo.data import worker_init_fn
-from madis_stereo.data.training import worker_error_message
-from madis_stereo.errors import CheckpointError, DataError
-from madis_stereo.fileio import atomic_write_bytes
+from madis_stereo.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TrainingError,
+    TrainingInterrupted,
+    resume_hint,
+)
+from madis_stereo.model.checkpoint import load_model, load_weights, read_metadata, read_weights, save_model
 from madis_stereo.model.network import StereoModel
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
-from madis_stereo.training.data import build_train_dataset, build_val_dataset
+from madis_stereo.training.data import build_train_dataset, build_val_dataset, worker_error_message, worker_init_fn
 from madis_stereo.training.engine import Engine, StepResult
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
 from madis_stereo.training.validation import validate
+from madis_stereo.utils.files import atomic_write_bytes
 
-__all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "TrainingError", "TrainingInterrupted", "build_student",
-           "resume_hint", "train"]
+__all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +60,6 @@ BEST_NAME = "best.safetensors"
 BUDGET_PACE_START = 10
 BUDGET_FIT_STEPS = (30, 150)
 BUDGET_MARGIN = 0.97  # leave room for the final validation and checkpoint
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. too many non-finite steps); the message says why and what to try."""
-
-
-class TrainingInterrupted(TrainingError):
-    """Training stopped on a signal after saving a checkpoint; ``--resume run_dir`` continues it exactly."""
-
-    def __init__(self, run_dir: Path, step: int, signal_name: str) -> None:
-        self.run_dir, self.step, self.signal_name = run_dir, step, signal_name
-        super().__init__(f"stopped by {signal_name} at step {step} (checkpoint saved); {resume_hint(run_dir)}")
-
-
-def resume_hint(run_dir: Path) -> str:
-    return f"resume with: madis-stereo train --resume {run_dir}"
 
 
 # Signals that stop training cleanly (the step in flight finishes and is saved).
