@@ -375,7 +375,6 @@ class Trainer:
             S.remove_stale_temp_files(self.run_dir)
         log.info("resumed %s at step %d (epoch %d)", self.run_dir, self.step, self.epoch)
 
-
     def _saved_best(self) -> dict[str, Any] | None:
         """The best value stored in ``best.safetensors`` (which may be newer than ``train_state.pt``)."""
         path = self.run_dir / BEST_NAME
