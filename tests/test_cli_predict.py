@@ -131,7 +131,7 @@ def test_folders_globs_and_failures_keep_going(setup, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["f0.pfm", "f1.pfm"]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("madis-stereo predict: error:")]
     assert len(errors) == 2
-    assert "f2.png: left and right images differ in size: 140x70 vs 134x70" in errors[0]
+    assert "f2.png: left and right images differ in size: 70x140 vs 70x134 (HxW)" in errors[0]
     assert f"{tmp_path / 'L' / 'f3.png'} + {tmp_path / 'R' / 'f3.png'}: " in errors[1]
     assert str(tmp_path / "L" / "f3.png") in errors[1].split(": ", 2)[2]  # the reader names the bad file
     assert "madis-stereo predict: 2 of 4 pair(s) failed:" in proc.stderr

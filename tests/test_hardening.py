@@ -2,8 +2,7 @@
 
 Validation metrics that are NaN, the best checkpoint across a resume, non-finite gradients, the CLI's error
 handling, library calls that changed the caller's model, numerically safe tile blending, ONNX files without
-our metadata, the certainty scale, the confidence colours, the run log on a failed start and the synthetic
-renderer's use of ``cv2.copyTo``.
+our metadata, the certainty scale, the confidence colours and the run log on a failed start.
 """
 
 from __future__ import annotations
@@ -343,23 +342,3 @@ def test_run_log_is_closed_when_the_trainer_cannot_start(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         train(cfg, out_dir=tmp_path, train_dataset=ToyStereo(8))
     assert all(logger.file.closed for logger in opened)
-
-
-def test_synthetic_renderer_does_not_rely_on_copyto_writing_in_place(monkeypatch):
-    import cv2
-
-    from madis_stereo.data.synthetic import world as synthetic
-
-    sample = synthetic.SyntheticStereo(size=(48, 64), max_disparity=16.0, length=1, seed=3)[0]
-
-    def copy_to(src, mask, dst):  # OpenCV may allocate a new dst; only the return value is promised
-        out = np.array(dst, copy=True)
-        where = mask.astype(bool)
-        np.copyto(out, src, where=where[..., None] if src.ndim == 3 else where)
-        return out
-
-    monkeypatch.setattr(synthetic.cv2, "copyTo", copy_to)
-    again = synthetic.SyntheticStereo(size=(48, 64), max_disparity=16.0, length=1, seed=3)[0]
-    assert cv2 is synthetic.cv2
-    for key in ("left", "right", "disparity"):
-        assert np.array_equal(sample[key], again[key]), key

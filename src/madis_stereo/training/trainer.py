@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import random
+import shutil
 import signal
 import threading
 import time
@@ -42,8 +43,15 @@ from madis_stereo.model.network import StereoModel
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
-from madis_stereo.training.data import build_train_dataset, build_val_dataset, worker_error_message, worker_init_fn
-from madis_stereo.training.engine import Engine, StepResult
+from madis_stereo.training.data import (
+    build_device_batches,
+    build_train_dataset,
+    build_val_dataset,
+    worker_error_message,
+    worker_init_fn,
+)
+from madis_stereo.training.engine import BASELINE_TOTAL, LOSS_TERMS, MADIS_TOTAL, Engine, StepResult
+from madis_stereo.training.rendering import DeviceBatches
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
 from madis_stereo.training.validation import validate
@@ -68,13 +76,15 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "S
 
 @dataclass
 class TrainResult:
-    """What a finished run leaves: its folder, final step, last checkpoint, best validation and the engine."""
+    """What a finished run leaves: its folder, final step, last checkpoint, best validation, the engine and how
+    many steps this call trained (0 when a resumed run had already finished)."""
 
     run_dir: Path
     step: int
     checkpoint: Path | None
     best: dict[str, Any] | None
     engine: Engine
+    steps_trained: int = 0
     bad_samples: int = 0  # unreadable training samples skipped (data.skip_bad_samples)
 
 
@@ -104,7 +114,7 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Runs one training run in one process (one rank of a torchrun job)."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, env: D.DistEnv, train_dataset: Dataset,
+    def __init__(self, cfg: TrainConfig, run_dir: Path, env: D.DistEnv, train_dataset: Dataset | DeviceBatches,
                  val_dataset: Dataset | None = None, resume: bool = False) -> None:
         self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
@@ -143,9 +153,24 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        """Train to ``total_steps`` (validating and checkpointing on the way); return the result."""
+        """Train to ``total_steps`` (validating and checkpointing on the way); return the result.
+
+        A resumed run that has already reached ``total_steps`` trains nothing and says so.
+        """
+        if self.step >= self.total_steps:
+            self.logger.close()
+            log.warning("%s already finished at step %d (of %d): nothing to train; to train longer, resume with "
+                        "optim.max_steps=N above %d", self.run_dir, self.step, self.total_steps, self.step)
+            last = self.run_dir / S.checkpoint_name(self.step)
+            return TrainResult(self.run_dir, self.step, last if self.env.is_main else None, self.best, self.engine,
+                               steps_trained=0)
+        first_step = self.step
         log.info("training %d steps (%d per epoch, warm-up %d) in %s", self.total_steps, self.steps_per_epoch,
                  self.warmup_steps, self.run_dir)
+        if self.env.is_main:
+            names = LOSS_TERMS if self.cfg.madis.enabled else {"gt": LOSS_TERMS["gt"]}
+            log.info("loss terms: %s; %s", "; ".join(f"{k} = {v}" for k, v in names.items()),
+                     MADIS_TOTAL if self.cfg.madis.enabled else BASELINE_TOTAL)
         bar = _progress(self.total_steps, self.step, self.env.is_main)
         try:
             with self._stop_signals():
@@ -166,7 +191,7 @@ class Trainer:
             self.loader = None  # stops its persistent workers
         last = self.run_dir / S.checkpoint_name(self.step)
         return TrainResult(self.run_dir, self.step, last if self.env.is_main else None, self.best, self.engine,
-                           self._bad_samples())
+                           steps_trained=self.step - first_step, bad_samples=self._bad_samples())
 
     # --- stopping on a signal ---------------------------------------------------------------------
     @contextlib.contextmanager
@@ -212,6 +237,10 @@ class Trainer:
         """Groups of ``accum_steps`` micro-batches for the rest of the current epoch."""
         o = self.cfg.optim
         self.sampler.set_position(self.epoch, self.position * o.batch_size * o.accum_steps)
+        if isinstance(self.train_dataset, DeviceBatches):  # rendered on the device: batch n is a function of n
+            for _ in range(self.steps_per_epoch - self.position):
+                yield [self.train_dataset.batch(self.step * o.accum_steps + i) for i in range(o.accum_steps)]
+            return
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(self.epoch)
         if self.loader is None:  # built once: its worker processes persist across epochs
@@ -401,36 +430,73 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
                 dynamic_ncols=True)
 
 
-def prepare_run_dir(cfg: TrainConfig, out_dir: str | Path | None, resume: bool) -> Path:
-    """The run folder: must hold a run to resume, and must not hold one to start afresh."""
+def prepare_run_dir(cfg: TrainConfig, out_dir: str | Path | None) -> tuple[Path, bool]:
+    """The run folder (created when missing) and whether this call created it."""
     chosen = out_dir if out_dir is not None else cfg.run.out_dir
     if chosen is None:
         raise ConfigError("no run folder: pass --out DIR or set run.out_dir")
     run_dir = Path(chosen)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} is a file")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, created
+
+
+def check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """A run to resume must be there and keep its model; a fresh run must not overwrite one."""
     has_state = (run_dir / S.STATE_NAME).is_file()
     if resume and not has_state:
         raise CheckpointError(f"cannot resume: {run_dir / S.STATE_NAME} not found")
     if not resume and has_state:
         raise ConfigError(f"{run_dir} already holds a training run; resume it with --resume {run_dir} "
                           "or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    saved_path = run_dir / CONFIG_NAME
+    if resume and saved_path.is_file():
+        from madis_stereo.training.config import load_train_config
+
+        saved = load_train_config(saved_path).to_dict()["model"]
+        given = cfg.to_dict()["model"]
+        changed = [f"model.{k}={given.get(k)!r} (the run has {saved.get(k)!r})"
+                   for k in sorted(set(saved) | set(given)) if saved.get(k) != given.get(k)]
+        if changed:
+            raise ConfigError(f"--resume {run_dir}: the model of a run is fixed by its checkpoints, so "
+                              f"{', '.join(changed)} cannot apply; drop the model override(s) or start a new run "
+                              f"with model.init={run_dir}/best.safetensors")
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
-          train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> TrainResult:
+          train_dataset: Dataset | DeviceBatches | None = None, val_dataset: Dataset | None = None) -> TrainResult:
     """Train per ``cfg`` in this process (one rank under torchrun); datasets default to the ``data`` section.
 
-    ``resume``: continue the run in ``out_dir`` (or ``run.out_dir``) from its ``train_state.pt``.
+    ``resume``: continue the run in ``out_dir`` (or ``run.out_dir``) from its ``train_state.pt``. The run
+    folder is locked while this runs (:class:`~madis_stereo.training.state.RunLock`, on rank 0); a run
+    that fails before its first step leaves no folder it created behind.
     """
     env = D.setup(cfg.run.device)
     try:
-        run_dir = prepare_run_dir(cfg, out_dir, resume)
-        if train_dataset is None:
-            train_dataset = build_train_dataset(cfg.data, cfg.model.arch.crop, cfg.run.seed)
-        if val_dataset is None:
-            val_dataset = build_val_dataset(cfg.data)
-        trainer = Trainer(cfg, run_dir, env, train_dataset, val_dataset, resume=resume)
-        return trainer.fit()
+        run_dir, created = prepare_run_dir(cfg, out_dir)
+        lock = S.RunLock(run_dir)
+        try:
+            if env.is_main:
+                lock.acquire()
+            check_run_dir(cfg, run_dir, resume)
+            if train_dataset is None and cfg.data.render_on_device:
+                train_dataset = build_device_batches(cfg.data, cfg.model.arch.crop, cfg.optim.batch_size,
+                                                     env.device, env.rank)
+            elif train_dataset is None:
+                train_dataset = build_train_dataset(cfg.data, cfg.model.arch.crop, cfg.run.seed)
+            if val_dataset is None:
+                val_dataset = build_val_dataset(cfg.data)
+            trainer = Trainer(cfg, run_dir, env, train_dataset, val_dataset, resume=resume)
+        except BaseException:
+            lock.release()
+            if created and env.is_main:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        try:
+            return trainer.fit()
+        finally:
+            lock.release()
     finally:
         D.teardown(env)

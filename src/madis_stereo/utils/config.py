@@ -129,25 +129,35 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
 
 
+def yaml_error_text(err: yaml.YAMLError) -> str:
+    """``:LINE:COLUMN: not valid YAML: PROBLEM (CONTEXT at line N)`` on one line, from a PyYAML error."""
+    mark = getattr(err, "problem_mark", None)
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    detail = f" ({context} at line {context_mark.line + 1})" if context and context_mark is not None else ""
+    return f"{where}: not valid YAML: {problem}{detail}"
+
+
 # Largest number of values a config may expand to: YAML aliases can make a few bytes stand for billions
 # of values (the "billion laughs"), which copying or validating would never finish.
 MAX_YAML_VALUES = 100_000
 
 
-def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load`` whose failures (syntax, nesting, alias bombs) raise ConfigError."""
+def parse_yaml(text: str, source: str = "") -> Any:
+    """``yaml.safe_load`` whose failures (syntax, nesting, alias bombs) raise ConfigError naming ``source``."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML ({err})") from None
+        raise ConfigError(f"{source}{yaml_error_text(err)}") from None
     except RecursionError:
-        raise ConfigError("YAML nested too deeply") from None
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
     stack, seen = [data], 0
     while stack:  # count values as a copy would visit them (shared aliases count every time)
         node = stack.pop()
         seen += 1
         if seen > MAX_YAML_VALUES:
-            raise ConfigError(f"YAML expands to more than {MAX_YAML_VALUES} values (aliases?)")
+            raise ConfigError(f"{source}: YAML expands to more than {MAX_YAML_VALUES} values (aliases?)")
         if isinstance(node, dict):
             stack.extend(node.keys())
             stack.extend(node.values())
@@ -165,10 +175,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (YAML must be UTF-8)") from None
-    try:
-        data = parse_yaml(text)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -193,7 +200,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict:
             value = parse_yaml(raw) if raw.strip() else ""
         except ConfigError as err:
             if "not valid YAML" not in str(err):
-                raise ConfigError(f"override {item!r}: {err}") from None
+                raise ConfigError(f"override {item!r}{err}") from None
             value = raw
         node = out
         parts = key.split(".")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from madis_stereo.app.cli import common
-from madis_stereo.errors import ConfigError
 
 log = logging.getLogger("madis_stereo")
 
@@ -31,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "EPE on occ/noc; ETH3D/Middlebury: bad-0.5/1/2/4, avgerr, rms, A50..A99 on nonocc/all; SceneFlow: "
         "EPE, bad-1 on |gt| < 192). Writes per-image and aggregate results as JSON.")
     p.add_argument("--dataset", required=True, help="kitti2012, kitti2015, eth3d, middlebury, sceneflow, folder, ...")
-    p.add_argument("--root", required=True, type=Path, metavar="DIR", help="dataset root folder")
-    p.add_argument("--split", default="train", help="dataset split (default train; test = submission only)")
+    p.add_argument("--root", type=Path, metavar="DIR", help="dataset root folder (every dataset but synthetic)")
+    p.add_argument("--split", choices=("train", "test"),
+                   help="benchmark split (default train; test = submission only); folder and synthetic have none")
     p.add_argument("--set", dest="dataset_options", action="append", default=[], metavar="KEY=VALUE",
                    help="further dataset option (e.g. resolution=H for Middlebury)")
     p.add_argument("--max-images", type=int, metavar="N", help="evaluate only the first N pairs")
@@ -42,16 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--algo", default="MaDis", help="method name in Middlebury submission files (default MaDis)")
     common.add_model_arguments(p)
     p.set_defaults(func=run)
-
-
-def _dataset_config(args: argparse.Namespace) -> dict[str, Any]:
-    from madis_stereo.utils.config import apply_overrides
-
-    options = apply_overrides({}, args.dataset_options)
-    for key in ("name", "root", "split"):
-        if key in options:
-            raise ConfigError(f"use --dataset/--root/--split instead of --set {key}=...")
-    return {"name": args.dataset, "root": str(args.root), "split": args.split, **options}
 
 
 def _table(result: Any) -> str:
@@ -73,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     from madis_stereo.inference.predictor import Predictor
     from madis_stereo.utils.files import atomic_write_bytes
 
-    config = _dataset_config(args)
+    config = common.dataset_spec(args.dataset, args.root, args.split, args.dataset_options)
     protocol = protocol_for(args.dataset)
     writer = None
     if args.submission is not None:
-        writer = SubmissionWriter(args.dataset, args.submission, algo=args.algo, split=args.split,
+        writer = SubmissionWriter(args.dataset, args.submission, algo=args.algo, split=config.get("split", "train"),
                                   resolution=str(config.get("resolution", "F")))
     dataset = build_dataset(config)
     predictor = Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))

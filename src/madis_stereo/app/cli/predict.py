@@ -29,11 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict", help="predict disparity for image pairs",
         description="Predict the disparity of the left image for LEFT RIGHT pairs of files, folders (matched "
-        "by file name, else by sorted order) or quoted glob patterns.")
+        "by file name, else by *_left/*_right, *_L/*_R or im0/im1 names, else by sorted order; DIR DIR splits one "
+        "folder by those names) or quoted glob patterns.")
     p.add_argument("inputs", nargs="+", metavar="LEFT RIGHT", help="pairs of images, folders or patterns")
     p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
     common.add_model_arguments(p)
-    p.add_argument("--onnx", metavar="MODEL.onnx", help="run an exported ONNX model (onnxruntime, CPU) instead")
+    p.add_argument("--onnx", metavar="MODEL.onnx",
+                   help="run an exported ONNX model with onnxruntime (CPU; --device cuda needs onnxruntime-gpu)")
     p.add_argument("--format", default="color", help=FORMATS_HELP)
     p.add_argument("--vmin", type=float, default=0.0, help="colour range start of the color PNG (default 0)")
     p.add_argument("--vmax", type=float, default=None,
@@ -44,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "the calib.txt next to each left image")
     geo.add_argument("--focal", type=float, help="focal length in pixels (instead of --calib)")
     geo.add_argument("--baseline", type=float, help="baseline; depth is written in its unit (with --focal)")
+    geo.add_argument("--cx", type=float, help="principal point x in pixels (with --focal; default: image centre)")
+    geo.add_argument("--cy", type=float, help="principal point y in pixels (with --focal; default: image centre)")
+    geo.add_argument("--fy", type=float, help="vertical focal length in pixels (with --focal; default: = --focal)")
     geo.add_argument("--doffs", type=float, default=0.0, help="x-offset of the principal points (default 0)")
     geo.add_argument("--depth-format", choices=("pfm", "npy"), default="pfm", help="file type of depth (default pfm)")
     geo.add_argument("--max-depth", type=float, help="point cloud: drop points farther than this (baseline unit)")
@@ -59,7 +64,8 @@ def _camera_for(args: argparse.Namespace, left: Path, cache: dict[Path, Camera])
     from madis_stereo.geometry.camera import Camera, camera_from_calib
 
     if args.calib is None:
-        return Camera(fx=args.focal, baseline=args.baseline, doffs=args.doffs, unit="baseline units")
+        return Camera(fx=args.focal, baseline=args.baseline, doffs=args.doffs, cx=args.cx, cy=args.cy, fy=args.fy,
+                      unit="baseline units")
     path = left.parent / "calib.txt" if args.calib == "auto" else Path(args.calib)
     if path not in cache:
         cache[path] = camera_from_calib(read_calib(path), str(path))
@@ -70,12 +76,13 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     from madis_stereo.inference.predictor import Predictor
 
     if args.onnx:
-        from madis_stereo.inference.export import OnnxStereoModel
+        from madis_stereo.inference.export import OnnxStereoModel, onnx_providers
 
         if args.checkpoint:
             raise ConfigError("give either --checkpoint or --onnx, not both")
-        return Predictor(OnnxStereoModel(args.onnx), crop=args.crop, overlap=args.overlap, device="cpu",
-                         tile_batch=args.tile_batch)
+        common.check_tiling_args(args)
+        model = OnnxStereoModel(args.onnx, providers=onnx_providers(args.device))
+        return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", tile_batch=args.tile_batch)
     return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
 
 
@@ -90,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
                             max_depth=args.max_depth, min_certainty=args.min_certainty)
     if options.needs_camera and args.calib is None and (args.focal is None or args.baseline is None):
         raise ConfigError("formats depth and ply need --calib calib.txt (or 'auto'), or --focal F --baseline B")
-    if args.calib is not None and args.focal is not None:
-        raise ConfigError("give either --calib or --focal/--baseline, not both")
+    if args.calib is not None and any(v is not None for v in (args.focal, args.cx, args.cy, args.fy)):
+        raise ConfigError("give either --calib or --focal/--baseline (with --cx/--cy/--fy), not both")
+    if args.focal is None and any(v is not None for v in (args.cx, args.cy, args.fy)):
+        raise ConfigError("--cx, --cy and --fy go with --focal F --baseline B")
     pairs = find_pairs(args.inputs)
     cameras: dict[Path, Camera] = {}
     if options.needs_camera and args.calib not in (None, "auto"):

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"madis-stereo train: {stop}", file=sys.stderr)
         return EXIT_PREEMPTED
-    if result.checkpoint is not None:
-        print(f"trained {result.step} steps; last checkpoint: {result.checkpoint}")
+    if result.checkpoint is not None and result.steps_trained:
+        print(f"trained {result.steps_trained} steps (now at step {result.step}); last checkpoint: {result.checkpoint}")
+    elif result.checkpoint is not None:
+        print(f"nothing trained: the run already finished at step {result.step}; last checkpoint: {result.checkpoint}")
     return 0
