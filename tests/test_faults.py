@@ -74,7 +74,7 @@ def start_and_signal(run: Path, config: Path, signum: int, group: bool = False) 
 
 
 def test_sigterm_saves_a_checkpoint_and_the_resumed_run_continues_exactly(tmp_path, toy_folder):
-    steps = 20
+    steps = 12
     sections = {"data": {"train": [toy_folder]}, "optim": {"max_steps": steps},
                 "run": {"ckpt_every": 100, "keep_last": 2}}  # no periodic checkpoint: only the signal's
     expected = train_losses(train(load_train_config(toy_config(**sections)), out_dir=tmp_path / "ref").run_dir)
@@ -97,7 +97,7 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_continues_exactly(tmp_pa
     assert train_losses(run) == expected  # bit-identical to the run that was never stopped
 
 
-@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGINT])
+@pytest.mark.parametrize("signum", [pytest.param(signal.SIGUSR1, marks=pytest.mark.slow), signal.SIGINT])
 def test_sigusr1_and_ctrl_c_stop_the_same_way_with_data_workers(tmp_path, toy_folder, signum):
     sections = {"data": {"train": [toy_folder]}, "optim": {"max_steps": 200},
                 "run": {"ckpt_every": 100, "num_workers": 2}}
@@ -171,7 +171,7 @@ def test_a_corrupt_training_image_is_named_with_data_workers(tmp_path, broken_fo
 def test_the_train_command_reports_the_file_in_one_line(tmp_path, broken_folder):
     spec, bad = broken_folder
     config = tmp_path / "toy.yaml"
-    config.write_text(yaml.safe_dump(toy_config(data={"train": [spec]}, run={"num_workers": 2})))
+    config.write_text(yaml.safe_dump(toy_config(data={"train": [spec]}, run={"num_workers": 1})))
     done = subprocess.run(cli("train", str(config), "--out", str(tmp_path / "run")), env=subprocess_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
