@@ -20,7 +20,8 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("predict", "train", "evaluate", "analyze", "export", "demo", "info", "data")
+SUBCOMMANDS = ("predict", "rectify", "app", "train", "evaluate", "analyze", "export", "demo", "info", "models",
+               "data")
 
 EXIT_ERROR = 2
 EXIT_OUT_OF_MEMORY = 3
