@@ -111,7 +111,7 @@ def _geometry_source(args: argparse.Namespace, options: OutputOptions) -> Rectif
         others = [name for name, value in (("--calib", args.calib), ("--focal", args.focal), ("--cx", args.cx),
                                            ("--cy", args.cy), ("--fy", args.fy)) if value is not None]
         if others:
-            raise ValueError(f"--rectify takes the cameras from the calibration; drop {', '.join(others)}")
+            raise ConfigError(f"--rectify takes the cameras from the calibration; drop {', '.join(others)}")
         return Rectifier(read_calibration(args.rectify))
     if options.needs_camera and args.calib is None and (args.focal is None or args.baseline is None):
         raise ConfigError("formats depth and ply need --rectify CALIB, --calib calib.txt (or 'auto'), or "
