@@ -38,7 +38,14 @@ from madis_stereo.errors import (
     TrainingInterrupted,
     resume_hint,
 )
-from madis_stereo.model.checkpoint import load_weights, read_metadata, read_weights, save_model
+from madis_stereo.model.checkpoint import (
+    default_model_path,
+    header_config,
+    load_weights,
+    read_metadata,
+    read_weights,
+    save_model,
+)
 from madis_stereo.model.network import StereoModel
 from madis_stereo.model.registry import MODELS, is_url, load_model
 from madis_stereo.training import distributed as D
@@ -59,12 +66,13 @@ from madis_stereo.training.schedule import lr_at
 from madis_stereo.training.validation import validate
 from madis_stereo.utils.files import atomic_write_bytes
 
-__all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
+__all__ = ["BUNDLED_INIT", "CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 BEST_NAME = "best.safetensors"
+BUNDLED_INIT = "bundled"  # model.init value: the package's default weights
 # With a time budget the run length is fitted from the measured pace at these steps (the pace counted from
 # step BUDGET_PACE_START, after data-loader start-up, or from the previous fit); fixed after the last one.
 BUDGET_PACE_START = 10
@@ -91,19 +99,42 @@ class TrainResult:
 
 
 def build_student(cfg: TrainConfig) -> StereoModel:
-    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``."""
+    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``
+    (``bundled``: the package's default weights, whose architecture the model section must match)."""
     init = cfg.model.init
     if init is None:
         return StereoModel(cfg.model.arch)
     if init.startswith("<") or not init.strip():
         raise ConfigError(f"model.init is not set ({init}); pass model.init= a CroCo v2 pretraining checkpoint "
-                          "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path) or one of ours")
+                          "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path), one of ours, "
+                          "or bundled (the package's weights)")
+    if init == BUNDLED_INIT or (Path(init).is_file() and Path(init).resolve() == default_model_path().resolve()):
+        return _bundled_student(cfg)
     if not is_url(init) and init not in MODELS and not Path(init).is_file():
         raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL or registered name)")
     model = load_model(init, config_overrides=cfg.model.arch.to_dict())
     if model.config != cfg.model.arch:
         raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
     log.info("student initialised from %s", init)
+    return model.train()
+
+
+def _bundled_student(cfg: TrainConfig) -> StereoModel:
+    """The bundled weights in a student of ``model.arch``; every field but ``crop`` (the training and tiling
+    window, which any crop can change) must equal the bundled model's."""
+    path = default_model_path()
+    if not path.is_file():
+        raise ConfigError(f"model.init=bundled: no bundled model in this installation ({path} is missing)")
+    bundled = header_config(path, read_metadata(path)).to_dict()
+    ours = cfg.model.arch.to_dict()
+    differ = [f"{key} {ours[key]} (bundled: {bundled[key]})" for key in ours
+              if key != "crop" and ours[key] != bundled[key]]
+    if differ:
+        raise ConfigError(f"model.init=bundled: the model section differs from the bundled model in "
+                          f"{', '.join(differ)}; use model.preset: small without field changes")
+    model = StereoModel(cfg.model.arch)
+    load_weights(model, read_weights(path), str(path))
+    log.info("student initialised from the bundled weights (%s)", path)
     return model.train()
 
 
@@ -288,7 +319,8 @@ class Trainer:
         if not self.budget_fixed and self.step in BUDGET_FIT_STEPS:
             self._fit_budget()
         start = time.perf_counter()
-        lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.cfg.optim.lr)
+        o = self.cfg.optim
+        lr = lr_at(self.step, self.total_steps, self.warmup_steps, o.lr, o.schedule, o.cooldown_frac)
         result = self.engine.step(micro_batches, self.step, lr)
         self.step += 1
         self.position += 1
