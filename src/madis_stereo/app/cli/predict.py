@@ -25,7 +25,7 @@ FORMATS_HELP = (
     "comma-separated outputs: color (coloured disparity PNG), png16 (KITTI uint16 PNG, d*256), pfm, npy "
     "(float32 disparity), depth (Z = baseline*f/(d+doffs) in the baseline's unit: mm for Middlebury/ETH3D "
     "calib.txt; PFM or NPY, +inf invalid), ply (coloured binary point cloud, same unit), conf (certainty "
-    "1 - sigmoid(c/3) as 8-bit PNG, white = sure). Default: color"
+    "1 - sigmoid(c/b), b the model's laplace_b, as 8-bit PNG, white = sure). Default: color"
 )
 
 
