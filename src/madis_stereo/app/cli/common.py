@@ -101,9 +101,11 @@ def dataset_spec(name: str, root: Any, split: str | None, overrides: list[str]) 
 
 
 def precision_arg(args: argparse.Namespace) -> str:
-    """--precision, with --bf16 as its alias (ValueError when the two disagree); default "auto"."""
+    """--precision, with --bf16 as its alias (ConfigError when the two disagree); default "auto"."""
+    from madis_stereo.errors import ConfigError
+
     if args.bf16 and args.precision not in (None, "bf16"):
-        raise ValueError(f"--bf16 contradicts --precision {args.precision}; give one of them")
+        raise ConfigError(f"--bf16 contradicts --precision {args.precision}; give one of them")
     return "bf16" if args.bf16 else (args.precision or "auto")
 
 
