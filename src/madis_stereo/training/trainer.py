@@ -32,6 +32,7 @@ from madis_stereo.training.data import build_train_dataset, build_val_dataset
 from madis_stereo.training.engine import Engine, StepResult
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
+from madis_stereo.training.teacher import check_teacher_start
 from madis_stereo.training.validation import validate
 
 __all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "TrainingError", "build_student", "train"]
@@ -62,19 +63,26 @@ class TrainResult:
 
 
 def build_student(cfg: TrainConfig) -> StereoModel:
-    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``."""
+    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``.
+
+    Refuses (ConfigError) a full-network teacher that would start from the student's untrained head.
+    """
     init = cfg.model.init
     if init is None:
-        return StereoModel(cfg.model.arch)
-    if init.startswith("<") or not init.strip():
-        raise ConfigError(f"model.init is not set ({init}); pass model.init=PATH to a CroCo v2 pretraining "
-                          "checkpoint or one of ours")
-    if not Path(init).is_file():
-        raise ConfigError(f"model.init: checkpoint not found: {init}")
-    model = load_model(init, config_overrides=cfg.model.arch.to_dict())
-    if model.config != cfg.model.arch:
-        raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
-    log.info("student initialised from %s", init)
+        model, head_trained = StereoModel(cfg.model.arch), False
+    else:
+        if init.startswith("<") or not init.strip():
+            raise ConfigError(f"model.init is not set ({init}); pass model.init=PATH to a CroCo v2 pretraining "
+                              "checkpoint or one of ours")
+        if not Path(init).is_file():
+            raise ConfigError(f"model.init: checkpoint not found: {init}")
+        model, metadata = load_model(init, config_overrides=cfg.model.arch.to_dict(), return_metadata=True)
+        if model.config != cfg.model.arch:
+            raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
+        head_trained = metadata.get("source") != "croco_pretrain"
+        log.info("student initialised from %s", init)
+    if cfg.madis.enabled:
+        check_teacher_start(cfg.teacher.scope, cfg.teacher.start_step, head_trained, init)
     return model.train()
 
 
