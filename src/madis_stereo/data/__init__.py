@@ -6,7 +6,7 @@ See docs/DATA.md for the folder layout each dataset expects. ``TrainingDataset``
 
 from typing import Any
 
-from madis_stereo.data.augment import AugmentConfig, Augmentor, ColorParams, apply_color, draw_color
+from madis_stereo.data.augment import JITTERS, AugmentConfig, Augmentor, ColorStep, adjust, draw_color_plan
 from madis_stereo.data.base import Frame, StereoDataset, load_frame
 from madis_stereo.data.benchmarks import ETH3D, Kitti2012, Kitti2015, Middlebury, SceneFlow
 from madis_stereo.data.datasets import DATASETS, MixtureDataset, build_dataset, build_mixture, dataset_keys
@@ -29,7 +29,8 @@ __all__ = [
     "ETH3D",
     "AugmentConfig",
     "Augmentor",
-    "ColorParams",
+    "ColorStep",
+    "JITTERS",
     "FolderStereo",
     "Frame",
     "Kitti2012",
@@ -42,11 +43,11 @@ __all__ = [
     "SyntheticRender",
     "SyntheticStereo",
     "TrainingDataset",
-    "apply_color",
+    "adjust",
     "build_dataset",
     "build_mixture",
     "dataset_keys",
-    "draw_color",
+    "draw_color_plan",
     "load_frame",
     "read_calib",
     "read_disparity",
