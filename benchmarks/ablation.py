@@ -115,8 +115,9 @@ def base_config(steps: int, seed: int, device: str) -> dict[str, Any]:
 
 def train_start(out: Path, steps: int, device: str) -> Path:
     """Step 1: the starting model (baseline recipe, dense GT); reused when it exists."""
-    from madis_stereo.data import AugmentConfig, TrainingDataset
+    from madis_stereo.data import AugmentConfig
     from madis_stereo.training import load_train_config, train
+    from madis_stereo.training.data import TrainingDataset
 
     path = out / "start" / "start.safetensors"
     if path.is_file():
@@ -132,7 +133,7 @@ def train_start(out: Path, steps: int, device: str) -> Path:
 
 def evaluate(model: Any) -> dict[str, float]:
     import madis_stereo as ms
-    from madis_stereo.demo import motorcycle
+    from madis_stereo.app.demo import motorcycle
 
     val = RenderedSet(VAL_PAIRS, VAL_SEED, sparse=False)
     synth = [ms.stereo_metrics(ms.predict(model, s["left"], s["right"]).disparity, s["disparity"]) for s in val]
@@ -145,8 +146,9 @@ def evaluate(model: Any) -> dict[str, float]:
 
 def run_one(name: str, seed: int, steps: int, start: Path, out: Path, device: str) -> dict[str, Any]:
     """Fine-tune ``start`` with configuration ``name`` and ``seed``; evaluate; write ablation.json."""
-    from madis_stereo.data import AugmentConfig, TrainingDataset
+    from madis_stereo.data import AugmentConfig
     from madis_stereo.training import load_train_config, train
+    from madis_stereo.training.data import TrainingDataset
 
     cfg = base_config(steps, seed, device)
     cfg["model"]["init"] = str(start)
@@ -283,8 +285,8 @@ Produced by `benchmarks/ablation.py` (command at the end). **Budget**: one CPU t
 
 def constant_row() -> dict[str, Any]:
     """The floor: every pixel predicted as the median GT disparity of the fine-tuning set."""
-    from madis_stereo.demo import motorcycle
-    from madis_stereo.metrics import stereo_metrics
+    from madis_stereo.app.demo import motorcycle
+    from madis_stereo.evaluation.metrics import stereo_metrics
 
     train = RenderedSet(TRAIN_PAIRS, TRAIN_SEED, sparse=True)
     gt = np.concatenate([s["disparity"][np.isfinite(s["disparity"])] for s in train])
@@ -308,7 +310,7 @@ def load_rows(out: Path) -> dict[str, dict[int, dict]]:
 
 def report(args: argparse.Namespace, wall: float | None) -> None:
     import madis_stereo as ms
-    from madis_stereo.fileio import atomic_write_bytes
+    from madis_stereo.utils.files import atomic_write_bytes
 
     rows = load_rows(args.out)
     start = evaluate(ms.load_model(args.out / "start" / "start.safetensors"))

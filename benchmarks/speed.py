@@ -109,7 +109,7 @@ def count_flops(model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor)
 
 def build_runner(spec: dict, model: torch.nn.Module, device: torch.device):
     """A callable doing one forward for the requested backend."""
-    from madis_stereo.inference import tiled_predict
+    from madis_stereo.inference.tiling import tiled_predict
 
     h, w = spec["size"]
     g = torch.Generator().manual_seed(0)
@@ -117,7 +117,7 @@ def build_runner(spec: dict, model: torch.nn.Module, device: torch.device):
     right = torch.randn(1, 3, h, w, generator=g).to(device)
     backend = spec["backend"]
     if backend == "onnxruntime":
-        from madis_stereo.export import OnnxStereoModel, export_onnx
+        from madis_stereo.inference.export import OnnxStereoModel, export_onnx
 
         path = Path(spec["workdir"]) / f"{spec['preset']}_{h}x{w}.onnx"
         if not path.exists():
@@ -193,7 +193,7 @@ def disparity_difference(spec: dict) -> float:
     """Mean |bf16 - fp32| disparity (px) of one forward on the Middlebury Motorcycle pair (resized)."""
     import skimage.data
 
-    from madis_stereo.inference import normalize
+    from madis_stereo.model.preprocess import normalize
 
     device = torch.device(spec["device"])
     model = load_benchmark_model(spec, device)

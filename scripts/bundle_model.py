@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 import madis_stereo as ms
-from madis_stereo.checkpoint import header_config, load_weights, read_metadata, read_weights
-from madis_stereo.demo import MOTORCYCLE_MAX_DISPARITY, motorcycle
+from madis_stereo.app.demo import MOTORCYCLE_MAX_DISPARITY, motorcycle
+from madis_stereo.model.checkpoint import header_config, load_weights, read_metadata, read_weights
 from madis_stereo.training.state import list_checkpoints
 
 
@@ -36,7 +36,7 @@ def score(model: torch.nn.Module, device: str) -> dict:
     pred = ms.predict(model, left, right, device=device, precision="bf16" if device == "cuda" else "fp32")
     seconds = time.perf_counter() - start
     metrics = ms.stereo_metrics(pred.disparity, gt)
-    from madis_stereo.baselines import sgbm_disparity
+    from madis_stereo.evaluation.baselines import sgbm_disparity
 
     sgbm = ms.stereo_metrics(sgbm_disparity(left, right, max_disparity=MOTORCYCLE_MAX_DISPARITY), gt)
     return {"motorcycle": {k: metrics[k] for k in ("epe", "bad_1", "bad_2", "bad_3", "d1")},

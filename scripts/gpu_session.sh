@@ -12,7 +12,7 @@ RUN=/tmp/madis_bundled_run
 rm -rf "$RUN"  # a second call on a warm machine must not resume or bundle the previous run
 (nvidia-smi -L; python -c "import torch; print('torch', torch.__version__)") > "$OUT/gpu.txt" 2>&1
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 timeout $((BUDGET + 45)) \
-    python -m madis_stereo.cli train configs/bundled_small.yaml \
+    python -m madis_stereo train configs/bundled_small.yaml \
     optim.time_budget_s="$BUDGET" --out "$RUN" > "$OUT/train.log" 2>&1
 echo "train exit $?" >> "$OUT/train.log"
 cp "$RUN/metrics.jsonl" "$RUN/config.yaml" "$OUT/" 2>/dev/null

@@ -12,7 +12,7 @@ import torch
 from tools_helpers import run_cli, stereo_images, write_pair
 
 import madis_stereo as ms
-from madis_stereo.analysis import attention_distance, fit_to_crop, head_distances, token_distances
+from madis_stereo.inference.attention import attention_distance, fit_to_crop, head_distances, token_distances
 
 PATCH = 16
 

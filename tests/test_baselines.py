@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from madis_stereo.baselines import fill_holes_rowwise, num_disparities_for, sgbm_disparity
 from madis_stereo.errors import InputError
-from madis_stereo.metrics import stereo_metrics
+from madis_stereo.evaluation.baselines import fill_holes_rowwise, num_disparities_for, sgbm_disparity
+from madis_stereo.evaluation.metrics import stereo_metrics
 
 INF, NAN = np.inf, np.nan
 

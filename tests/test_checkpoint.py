@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import madis_stereo as ms
-from madis_stereo.checkpoint import read_metadata, to_croco_state_dict
+from madis_stereo.model.checkpoint import read_metadata, to_croco_state_dict
 
 
 def tiny_model(**changes):

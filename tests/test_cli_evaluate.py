@@ -12,8 +12,8 @@ from tools_helpers import cli, make_tiny_checkpoint, run_cli
 
 import madis_stereo as ms
 from madis_stereo.data import build_dataset  # noqa: E402
-from madis_stereo.data import io as data_io  # noqa: E402
-from madis_stereo.metrics import PROTOCOLS, evaluate_protocol
+from madis_stereo.data import formats as data_io  # noqa: E402
+from madis_stereo.evaluation.protocols import PROTOCOLS, evaluate_protocol
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,9 +16,9 @@ from tools_helpers import (
 )
 
 import madis_stereo as ms
-from madis_stereo.data import io as data_io  # noqa: E402
-from madis_stereo.inference import certainty
-from madis_stereo.visualize import colorize_disparity
+from madis_stereo.app.visualize import colorize_disparity
+from madis_stereo.data import formats as data_io  # noqa: E402
+from madis_stereo.inference.predictor import certainty
 
 CALIB = """cam0=[120.5 0 70.25; 0 120.5 33.5; 0 0 1]
 cam1=[120.5 0 75.25; 0 120.5 33.5; 0 0 1]
@@ -176,7 +176,7 @@ def test_calib_auto_and_onnx_model(setup, tmp_path):
 
 
 def test_without_checkpoint_uses_the_bundled_model_or_says_so(setup, tmp_path, monkeypatch):
-    from madis_stereo import checkpoint
+    from madis_stereo.model import checkpoint
 
     root, ckpt, left, right = setup
     monkeypatch.setattr(checkpoint, "default_model_path", lambda: tmp_path / "missing.safetensors")

@@ -20,12 +20,11 @@ from madis_stereo.data import (
     Augmentor,
     SyntheticConfig,
     SyntheticStereo,
-    TrainingDataset,
     adjust,
     build_dataset,
     draw_color_plan,
-    worker_init_fn,
 )
+from madis_stereo.training.data import TrainingDataset, worker_init_fn
 
 NO_COLOR = dict(color_single_prob=1.0, jitter_prob=0.0)
 GEOMETRY_ONLY = dict(vflip_prob=0.0, right_perturb_prob=0.0, **NO_COLOR)

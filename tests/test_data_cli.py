@@ -8,7 +8,7 @@ from data_layouts import LAYOUTS, make_kitti2015, make_middlebury
 from PIL import Image
 from tools_helpers import run_cli
 
-from madis_stereo.cli import main
+from madis_stereo.app.cli import main
 
 
 def _cli_args(layout, split="train") -> list[str]:

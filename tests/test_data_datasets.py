@@ -18,9 +18,8 @@ from data_layouts import (
     make_sceneflow,
 )
 
-from madis_stereo.config import ConfigError
 from madis_stereo.data import DATASETS, base, build_dataset, build_mixture, dataset_keys, read_calib, read_disparity
-from madis_stereo.errors import DataError
+from madis_stereo.errors import ConfigError, DataError
 
 
 def _check_samples(ds, expected: dict) -> None:

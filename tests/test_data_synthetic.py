@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-import madis_stereo.data.scene as scene_module
+import madis_stereo.data.synthetic.scene as scene_module
 from madis_stereo.data import SyntheticConfig, SyntheticStereo, build_dataset
-from madis_stereo.data.scene import Layer
-from madis_stereo.data.shapes import Box
 from madis_stereo.data.synthetic import render_scene
+from madis_stereo.data.synthetic.scene import Layer
+from madis_stereo.data.synthetic.shapes import Box
 
 # photometry off: the views differ only by geometry
 PLAIN = dict(size=(48, 96), max_disparity=32.0, lighting=0.0, noise_std=0.0, blur_prob=0.0)

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 import madis_stereo as ms
-from madis_stereo.baselines import fill_holes_rowwise, sgbm_disparity
-from madis_stereo.cli import main
-from madis_stereo.demo import motorcycle, run_demo
+from madis_stereo.app.cli import main
+from madis_stereo.app.demo import motorcycle, run_demo
+from madis_stereo.evaluation.baselines import fill_holes_rowwise, sgbm_disparity
+from madis_stereo.model.checkpoint import default_model_path
 
 
 def test_motorcycle_downscaled_keeps_invalid_gt_and_scales_disparity():
@@ -60,4 +61,4 @@ def test_default_model_loads_offline_in_under_two_seconds(monkeypatch):
     assert took < 2.0, f"loading the bundled model took {took:.2f} s"
     assert model.config == ms.ModelConfig.preset("small")
     assert meta["steps"] > 0 and "motorcycle" in meta
-    assert ms.checkpoint.default_model_path().stat().st_size <= 25 * 10**6
+    assert default_model_path().stat().st_size <= 25 * 10**6

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import madis_stereo as ms
-from madis_stereo.evaluation import EvaluationResult, SubmissionWriter, evaluate_dataset, protocol_for
-from madis_stereo.inference import Prediction
-from madis_stereo.metrics import evaluate_protocol
+from madis_stereo.evaluation.evaluate import EvaluationResult, SubmissionWriter, evaluate_dataset, protocol_for
+from madis_stereo.evaluation.protocols import PROTOCOLS, evaluate_protocol
+from madis_stereo.inference.predictor import Prediction
 
 
 class NoisyPredictor:
@@ -55,7 +55,7 @@ def test_numbers_equal_the_metrics_library(protocol):
     assert result.aggregate.keys() == expected.keys()
     for key, value in expected.items():
         assert result.aggregate[key] == pytest.approx(value, nan_ok=True), key
-    single = ms.metrics.PROTOCOLS[protocol].per_image(predictor.made["scene1"], data[1]["disparity"],
+    single = PROTOCOLS[protocol].per_image(predictor.made["scene1"], data[1]["disparity"],
                                                       data[1]["nonocc"], **extra[1])
     record = result.per_image[1]
     assert record["name"] == "scene1" and record["runtime_s"] >= 0

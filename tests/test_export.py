@@ -8,7 +8,7 @@ import torch
 from tools_helpers import cli, make_tiny_checkpoint, run_cli, stereo_images
 
 import madis_stereo as ms
-from madis_stereo.export import OnnxStereoModel, export_onnx, onnx_forward_seconds, onnx_session
+from madis_stereo.inference.export import OnnxStereoModel, export_onnx, onnx_forward_seconds, onnx_session
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import madis_stereo as ms
-from madis_stereo.inference import tile_offsets, tile_weights
+from madis_stereo.inference.tiling import tile_offsets, tile_weights
 
 
 def test_tile_offsets_follow_croco_formula():

@@ -8,7 +8,7 @@ import pytest
 from tools_helpers import cli, make_tiny_checkpoint, run_cli
 
 import madis_stereo as ms
-from madis_stereo.checkpoint_info import checkpoint_info, format_checkpoint_info
+from madis_stereo.app.info import checkpoint_info, format_checkpoint_info
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 import madis_stereo as ms
-from madis_stereo.checkpoint import from_croco_state_dict, to_croco_state_dict
-from madis_stereo.config import ConfigError, ModelConfig, default_hooks
+from madis_stereo.errors import ConfigError
+from madis_stereo.model.checkpoint import from_croco_state_dict, to_croco_state_dict
+from madis_stereo.model.config import ModelConfig, default_hooks
+from madis_stereo.model.masking import random_masks
 from madis_stereo.model.rope import RoPE2D, apply_rope, grid_positions
 
 CROCO_PRESETS = ["vitb_smalldec", "vitb_basedec", "vitl_basedec"]
@@ -99,10 +101,36 @@ def test_forward_shapes_and_finite(tiny):
     assert torch.isfinite(out.disparity).all() and torch.isfinite(out.confidence).all()
 
 
+
+def test_forward_intermediates_follows_timm_and_feeds_the_dpt_head(tiny):
+    left, right = pair()
+    depth = 8  # tiny: 4 encoder + 4 decoder layers, hooks (1, 3, 5, 7)
+    with torch.no_grad():
+        final, every = tiny.forward_intermediates(left, right)
+        hooked = tiny.forward_intermediates(left, right, tiny.hooks, intermediates_only=True)
+        last_two = tiny.forward_intermediates(left, right, 2, intermediates_only=True)
+        negative = tiny.forward_intermediates(left, right, [-1], intermediates_only=True)
+        head = tiny.head(hooked, (64, 96))
+        out = tiny(left, right)
+    assert len(every) == depth and [t.shape for t in every[:4]] == [(2, 24, 96)] * 4
+    assert final.shape == (2, 24, 96) and torch.equal(final, every[-1])  # last decoder output is normalised
+    for got, index in zip(hooked, tiny.hooks):
+        assert torch.equal(got, every[index])
+    assert torch.equal(last_two[0], every[6]) and torch.equal(negative[0], every[7])
+    assert torch.equal(head[:, 0:1], out.disparity) and torch.equal(head[:, 1:2], out.confidence)
+    # encoder taps of a masked view are zero at the masked slots
+    mask = torch.zeros(2, 24, dtype=torch.bool)
+    mask[:, :6] = True
+    masked = tiny.forward_intermediates(left, right, [0], mask_left=mask, intermediates_only=True)[0]
+    assert (masked[:, :6] == 0).all() and (masked[:, 6:] != 0).any()
+    for bad in (0, 9, [8], [-9]):
+        with pytest.raises(ms.InputError, match="layers"):
+            tiny.forward_intermediates(left, right, bad)
+
 def test_masked_forward_every_parameter_gets_a_gradient():
     model = ms.StereoModel(ModelConfig.preset("tiny"))
     left, right = pair(h=64, w=64)
-    masks = ms.random_masks(4, 16, 0.4, torch.Generator().manual_seed(0))
+    masks = random_masks(4, 16, 0.4, torch.Generator().manual_seed(0))
     out = model.forward_masked(left, right, masks[:2], masks[2:])
     assert out.recon_left.shape == out.recon_right.shape == (2, 16, 768)
     (out.disparity.mean() + out.confidence.mean() + out.recon_left.mean() + out.recon_right.mean()).backward()
@@ -124,7 +152,7 @@ def test_unmasked_forward_masked_equals_forward(tiny):
 
 def test_right_pass_is_the_mirrored_left_pass(tiny):
     left, right = pair()
-    masks = ms.random_masks(4, 24, 0.4, torch.Generator().manual_seed(3))
+    masks = random_masks(4, 24, 0.4, torch.Generator().manual_seed(3))
     with torch.no_grad():
         both = tiny.forward_masked(left, right, masks[:2], masks[2:])
         mirrored = tiny.forward_masked(right, left, masks[2:], masks[:2])
@@ -133,7 +161,7 @@ def test_right_pass_is_the_mirrored_left_pass(tiny):
 
 def test_masked_pixels_cannot_influence_visible_encoder_tokens(tiny):
     left, _ = pair(b=1)
-    mask = ms.random_masks(1, 24, 0.4, torch.Generator().manual_seed(5))
+    mask = random_masks(1, 24, 0.4, torch.Generator().manual_seed(5))
     keep = ms.model.visible_index(mask)
     changed = left.clone()
     for t in torch.nonzero(mask[0]).flatten().tolist():  # scramble every masked 16x16 patch
@@ -204,16 +232,16 @@ def test_bad_inputs_get_clear_errors(tiny):
 
 def test_random_masks_counts_and_independence():
     g = torch.Generator().manual_seed(0)
-    masks = ms.random_masks(64, 50, 0.4, g)
+    masks = random_masks(64, 50, 0.4, g)
     assert masks.dtype == torch.bool and masks.shape == (64, 50)
     assert (masks.sum(1) == 20).all()
     assert len({tuple(m.tolist()) for m in masks}) == 64  # independent rows
     freq = masks.float().mean(0)  # uniform over positions
     assert freq.min() > 0.15 and freq.max() < 0.65
-    again = ms.random_masks(64, 50, 0.4, torch.Generator().manual_seed(0))
+    again = random_masks(64, 50, 0.4, torch.Generator().manual_seed(0))
     assert torch.equal(masks, again)
     with pytest.raises(ms.InputError):
-        ms.random_masks(1, 10, 1.0)
+        random_masks(1, 10, 1.0)
 
 
 def test_training_forward_works_after_inference_mode_prediction():

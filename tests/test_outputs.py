@@ -7,16 +7,9 @@ import pytest
 from tools_helpers import read_ply, write_png
 
 import madis_stereo as ms
-from madis_stereo.outputs import (
-    Camera,
-    OutputOptions,
-    camera_from_calib,
-    certainty_png,
-    disparity_to_depth,
-    point_cloud,
-    write_ply,
-)
-from madis_stereo.pairs import find_pairs
+from madis_stereo.app.outputs import OutputOptions, certainty_png, write_ply
+from madis_stereo.app.pairs import find_pairs
+from madis_stereo.geometry.camera import Camera, camera_from_calib, disparity_to_depth, point_cloud
 
 
 def test_depth_formula_and_invalid_pixels():

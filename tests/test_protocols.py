@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 
 from madis_stereo.errors import InputError
-from madis_stereo.metrics import (
-    PROTOCOLS,
+from madis_stereo.evaluation.metrics import (
     eth3d_image,
-    evaluate_protocol,
     kitti2012_image,
     kitti2015_image,
     middlebury_image,
     sceneflow_image,
     stereo_metrics,
 )
+from madis_stereo.evaluation.protocols import PROTOCOLS, evaluate_protocol
 
 NAN = np.nan
 INF = np.inf

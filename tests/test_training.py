@@ -15,8 +15,9 @@ import yaml
 from toy_stereo import ToyStereo, toy_config, write_toy_folder
 
 import madis_stereo as ms
+from madis_stereo.errors import TrainingError
 from madis_stereo.model.masking import visible_index
-from madis_stereo.training import Engine, StepResult, TrainingError, load_train_config, train
+from madis_stereo.training import Engine, StepResult, load_train_config, train
 from madis_stereo.training.distributed import DistEnv
 from madis_stereo.training.engine import mask_generator, step_masks
 from madis_stereo.training.runlog import read_metrics
@@ -61,7 +62,7 @@ def subprocess_env() -> dict:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "madis_stereo.cli", *args]
+    return [sys.executable, "-m", "madis_stereo", *args]
 
 
 def write_config(path: Path, **sections) -> Path:
@@ -192,7 +193,7 @@ def test_teacher_labels_start_at_start_step_and_it_copies_the_student_until_then
 
 
 def test_full_teacher_refuses_an_untrained_head(tmp_path):
-    from madis_stereo.config import ConfigError
+    from madis_stereo.errors import ConfigError
     from madis_stereo.training import build_student
 
     with pytest.raises(ConfigError, match="teacher.scope=full would distil from the untrained DPT head"):

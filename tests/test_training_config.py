@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import madis_stereo as ms
-from madis_stereo.config import ConfigError
+from madis_stereo.errors import ConfigError
 from madis_stereo.training import build_student, load_train_config
 from madis_stereo.training.config import TrainConfig
 from madis_stereo.training.schedule import lr_at, param_groups
@@ -24,7 +24,7 @@ RECIPES = ("tiny_synthetic", "madis_vitb_basedec", "croco_stereo_baseline_vitb")
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "madis_stereo.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "madis_stereo", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=120)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from madis_stereo import visualize as vis
+from madis_stereo.app import visualize as vis
 from madis_stereo.errors import InputError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -86,7 +86,7 @@ def read_ply(path: Path) -> tuple[dict, np.ndarray]:
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}  # see single_thread
-    return subprocess.run([sys.executable, "-m", "madis_stereo.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "madis_stereo", *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=300)
 
 
@@ -99,7 +99,7 @@ class CliResult:
 
 def cli(*args: object) -> CliResult:
     """Run ``madis-stereo ARGS`` in this process (faster than a subprocess); logs go to ``stderr``."""
-    from madis_stereo.cli import main
+    from madis_stereo.app.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     logger = logging.getLogger("madis_stereo")

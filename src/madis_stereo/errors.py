@@ -1,20 +1,44 @@
-"""Exceptions the library raises for bad input; the CLI turns them into one-line messages."""
+"""Every exception type the package raises on purpose; the CLI turns them into one-line messages.
+
+All derive from :class:`MadisStereoError`, and each also from the built-in type it refines, so
+``except ValueError`` (or ``RuntimeError`` for :class:`TrainingError`) keeps working.
+"""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "DataError", "InputError", "first_line"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "InputError",
+    "MadisStereoError",
+    "TrainingError",
+    "first_line",
+]
 
 
-class InputError(ValueError):
+class MadisStereoError(Exception):
+    """Base of every error madis-stereo raises on purpose (the message says what and where)."""
+
+
+class InputError(MadisStereoError, ValueError):
     """Invalid tensors or arguments given to a library function (the message says which and why)."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MadisStereoError, ValueError):
     """A file is not a usable checkpoint: missing, truncated, unsafe, or of the wrong architecture."""
 
 
-class DataError(ValueError):
+class DataError(MadisStereoError, ValueError):
     """A dataset file or folder is missing, unreadable or not what it claims (the message names it)."""
+
+
+class ConfigError(MadisStereoError, ValueError):
+    """A configuration value or key is invalid (the message names it)."""
+
+
+class TrainingError(MadisStereoError, RuntimeError):
+    """Training cannot go on (e.g. too many non-finite steps); the message says why and what to try."""
 
 
 def first_line(err: BaseException) -> str:

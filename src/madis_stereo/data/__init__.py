@@ -1,17 +1,15 @@
-"""Stereo data: file formats, benchmark datasets, a synthetic generator, augmentation, training wrapper.
+"""Stereo data: file formats, benchmark datasets, a synthetic generator and augmentation (numpy, no torch).
 
-See docs/DATA.md for the folder layout each dataset expects. ``TrainingDataset`` and ``worker_init_fn``
-(torch) are imported on first use, so that reading files does not pay for importing torch.
+See docs/DATA.md for the folder layout each dataset expects. The torch wrapper for training,
+``TrainingDataset``, lives in :mod:`madis_stereo.training.data`.
 """
-
-from typing import Any
 
 from madis_stereo.data.augment import JITTERS, AugmentConfig, Augmentor, ColorStep, adjust, draw_color_plan
 from madis_stereo.data.base import Frame, StereoDataset, load_frame
 from madis_stereo.data.benchmarks import ETH3D, Kitti2012, Kitti2015, Middlebury, SceneFlow
 from madis_stereo.data.datasets import DATASETS, MixtureDataset, build_dataset, build_mixture, dataset_keys
 from madis_stereo.data.folder import FolderStereo
-from madis_stereo.data.io import (
+from madis_stereo.data.formats import (
     read_calib,
     read_disparity,
     read_image,
@@ -42,7 +40,6 @@ __all__ = [
     "SyntheticConfig",
     "SyntheticRender",
     "SyntheticStereo",
-    "TrainingDataset",
     "adjust",
     "build_dataset",
     "build_mixture",
@@ -55,16 +52,8 @@ __all__ = [
     "read_kitti_disparity",
     "read_mask",
     "read_pfm",
-    "worker_init_fn",
     "write_image",
     "write_kitti_disparity",
     "write_pfm",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("TrainingDataset", "worker_init_fn"):
-        from madis_stereo.data import training
-
-        return getattr(training, name)
-    raise AttributeError(f"module 'madis_stereo.data' has no attribute '{name}'")

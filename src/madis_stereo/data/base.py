@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from madis_stereo.config import ConfigError
-from madis_stereo.data.io import read_calib, read_disparity, read_image, read_mask
-from madis_stereo.errors import DataError
+from madis_stereo.data.formats import read_calib, read_disparity, read_image, read_mask
+from madis_stereo.errors import ConfigError, DataError
 
 __all__ = ["Frame", "Sample", "StereoDataset", "load_frame", "sample_at"]
 

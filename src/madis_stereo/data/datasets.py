@@ -12,11 +12,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from madis_stereo.config import ConfigError, from_dict
 from madis_stereo.data.base import Sample, sample_at
 from madis_stereo.data.benchmarks import ETH3D, Kitti2012, Kitti2015, Middlebury, SceneFlow
 from madis_stereo.data.folder import FolderStereo
 from madis_stereo.data.synthetic import SyntheticStereo
+from madis_stereo.errors import ConfigError
+from madis_stereo.utils.config import from_dict
 
 __all__ = ["DATASETS", "MixtureDataset", "build_dataset", "build_mixture", "dataset_keys"]
 

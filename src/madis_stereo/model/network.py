@@ -8,17 +8,17 @@ row-major order, masks [B, N] bool (True = masked).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
 
-from madis_stereo.config import ModelConfig
 from madis_stereo.errors import InputError
 from madis_stereo.model.blocks import LAYER_NORM_EPS, Attention, CrossAttention, DecoderBlock, EncoderBlock, Rope
+from madis_stereo.model.config import ModelConfig
 from madis_stereo.model.dpt import DPTHead
 from madis_stereo.model.masking import visible_index
 from madis_stereo.model.rope import RoPE2D
@@ -189,14 +189,17 @@ class StereoModel(nn.Module):
         return _run_blocks(self.enc_blocks, self.enc_norm, x, taps, rope)
 
     def encode(self, left: Tensor, right: Tensor, mask_left: Tensor | None = None,
-               mask_right: Tensor | None = None) -> PairEncoding:
-        """Encode a pair with the shared encoder (one batch when both views keep as many tokens); H and W
-        must be multiples of the patch size."""
-        check_pair(left, right, self.config.patch_size)
+               mask_right: Tensor | None = None, layers: Sequence[int] | None = None) -> PairEncoding:
+        """Encode a pair with the shared encoder (one batch when both views keep as many tokens).
+
+        ``layers``: the layers (indices into [encoder blocks..., decoder blocks...]) whose left-view
+        outputs are kept in ``left_hooks``; default the DPT hooks.
+        """
+        check_pair(left, right, self.config.patch_size)  # whole patches; the DPT head checks 32 itself
         n = self.num_tokens(left.shape[-2:])
         keep_l = self._keep(mask_left, "mask_left", left.shape[0], n)
         keep_r = self._keep(mask_right, "mask_right", left.shape[0], n)
-        taps = tuple(h for h in self.hooks if h < self.config.enc_depth)
+        taps = tuple(h for h in (self.hooks if layers is None else layers) if h < self.config.enc_depth)
         same = (keep_l is None and keep_r is None) or (
             keep_l is not None and keep_r is not None and keep_l.shape == keep_r.shape
         )
@@ -250,6 +253,71 @@ class StereoModel(nn.Module):
         rope = self._rope(self.dec_rope, grid, None, query.device)
         return _run_blocks(self.dec_blocks, self.dec_norm, query, taps, memory, rope, rope)
 
+    def _decode_layers(self, enc: PairEncoding, layers: Sequence[int],
+                       right_pass: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Decoder pass(es) on an encoded pair: the final normalised decoder tokens (left pass first, then
+        the right pass when ``right_pass``) and the left view's tokens [B, N, C] after each of ``layers``
+        (encoder layers from ``enc.left_hooks``, zeros at masked slots)."""
+        grid = self.grid(enc.image_size)
+        n = grid[0] * grid[1]
+        batch = enc.left.shape[0]
+        query = self._query(enc.left, enc.keep_left, n)
+        memory = self._memory(enc.right, enc.keep_right, n)
+        if right_pass:
+            query = torch.cat((query, self._query(enc.right, enc.keep_right, n)))
+            memory = torch.cat((memory, self._memory(enc.left, enc.keep_left, n)))
+        enc_depth = self.config.enc_depth
+        taps = tuple(h - enc_depth for h in layers if h >= enc_depth)
+        final, tapped = self.forward_decoder(query, memory, grid, taps)
+        tokens = []
+        for h in layers:
+            if h < enc_depth:
+                t = enc.left_hooks[h]
+                tokens.append(self._full_tokens(t, enc.keep_left, n, t.new_zeros(())))
+            else:
+                tokens.append(tapped[h - enc_depth][:batch])
+        return final, tokens
+
+    def layer_indices(self, indices: int | Sequence[int] | None = None) -> tuple[int, ...]:
+        """timm's ``indices`` convention over the concatenated [encoder blocks..., decoder blocks...]:
+        None = every layer, an int n = the last n layers, a sequence = those layers (negative = from the end)."""
+        depth = self.config.enc_depth + self.config.dec_depth
+        if indices is None:
+            return tuple(range(depth))
+        if isinstance(indices, int):
+            if not 0 < indices <= depth:
+                raise InputError(f"indices={indices}: the network has {depth} layers (encoder + decoder)")
+            return tuple(range(depth - indices, depth))
+        layers = tuple(int(i) + depth if int(i) < 0 else int(i) for i in indices)
+        if any(not 0 <= i < depth for i in layers):
+            raise InputError(f"layer indices {list(indices)} out of range for {depth} layers (encoder + decoder)")
+        return layers
+
+    @overload
+    def forward_intermediates(self, left: Tensor, right: Tensor, indices: int | Sequence[int] | None = ..., *,
+                              mask_left: Tensor | None = ..., mask_right: Tensor | None = ...,
+                              intermediates_only: Literal[False] = ...) -> tuple[Tensor, list[Tensor]]: ...
+    @overload
+    def forward_intermediates(self, left: Tensor, right: Tensor, indices: int | Sequence[int] | None = ..., *,
+                              mask_left: Tensor | None = ..., mask_right: Tensor | None = ...,
+                              intermediates_only: Literal[True]) -> list[Tensor]: ...
+    def forward_intermediates(self, left: Tensor, right: Tensor, indices: int | Sequence[int] | None = None, *,
+                              mask_left: Tensor | None = None, mask_right: Tensor | None = None,
+                              intermediates_only: bool = False) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """The left view's tokens after selected layers, as timm's ``forward_intermediates`` (format NLC).
+
+        Layers are indexed over [encoder blocks..., decoder blocks...], the numbering of ``dpt_hooks``
+        (see :meth:`layer_indices` for ``indices``). Each intermediate is [B, N, C]; the last encoder and the
+        last decoder layer's outputs are the normalised ones, as the DPT head sees them. With masks, the
+        encoder layers hold zeros at the left view's masked slots. Returns the intermediates, or (final
+        normalised decoder tokens [B, N, D], intermediates) unless ``intermediates_only``. The DPT head of
+        :meth:`forward` reads ``forward_intermediates(left, right, self.hooks)``.
+        """
+        layers = self.layer_indices(indices)
+        enc = self.encode(left, right, mask_left, mask_right, layers)
+        final, tokens = self._decode_layers(enc, layers)
+        return tokens if intermediates_only else (final, tokens)
+
     def decode(self, enc: PairEncoding, reconstruct: bool = False, right_pass: bool = False,
                disparity: bool = True) -> MaskedStereoOutput:
         """Decoder passes and heads on an encoded pair.
@@ -260,45 +328,25 @@ class StereoModel(nn.Module):
         """
         if disparity:
             _check_multiple(enc.image_size, SIZE_MULTIPLE)
-        grid = self.grid(enc.image_size)
-        n = grid[0] * grid[1]
         batch = enc.left.shape[0]
-        query = self._query(enc.left, enc.keep_left, n)
-        memory = self._memory(enc.right, enc.keep_right, n)
-        if right_pass:
-            query = torch.cat((query, self._query(enc.right, enc.keep_right, n)))
-            memory = torch.cat((memory, self._memory(enc.left, enc.keep_left, n)))
-        enc_depth = self.config.enc_depth
-        taps = tuple(h - enc_depth for h in self.hooks if h >= enc_depth) if disparity else ()
-        final, tapped = self.forward_decoder(query, memory, grid, taps)
-        out = self._disparity_head(enc, tapped, n, batch) if disparity else None
+        final, tokens = self._decode_layers(enc, self.hooks if disparity else (), right_pass)
         recon_left = recon_right = None
         if reconstruct or right_pass:
             recon = self.recon_head(final)
             recon_left = recon[:batch] if reconstruct else None
             recon_right = recon[batch:] if right_pass else None
-        if out is None:
+        if not disparity:
             return MaskedStereoOutput(None, None, recon_left, recon_right)
+        out = self.head(tokens, enc.image_size)
         return MaskedStereoOutput(out[:, 0:1], out[:, 1:2], recon_left, recon_right)
-
-    def _disparity_head(self, enc: PairEncoding, tapped: dict[int, Tensor], n: int, batch: int) -> Tensor:
-        """DPT head on the tapped layers of the left pass: [B, 2, H, W] (disparity, confidence logit)."""
-        enc_depth = self.config.enc_depth
-        tokens = []
-        for h in self.hooks:
-            if h < enc_depth:
-                t = enc.left_hooks[h]
-                tokens.append(self._full_tokens(t, enc.keep_left, n, t.new_zeros(())))
-            else:
-                tokens.append(tapped[h - enc_depth][:batch])
-        return self.head(tokens, enc.image_size)
 
     # --- public forwards -------------------------------------------------------------------------
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
         """Disparity and confidence of the left view: [B, 3, H, W] x 2 -> 2 x [B, 1, H, W]."""
         check_pair(left, right)
-        out = self.decode(self.encode(left, right))
-        return StereoOutput(out.disparity, out.confidence)
+        tokens = self.forward_intermediates(left, right, self.hooks, intermediates_only=True)
+        out = self.head(tokens, (left.shape[-2], left.shape[-1]))
+        return StereoOutput(out[:, 0:1], out[:, 1:2])
 
     def forward_masked(self, left: Tensor, right: Tensor, mask_left: Tensor,
                        mask_right: Tensor | None = None, disparity: bool | None = None) -> MaskedStereoOutput:

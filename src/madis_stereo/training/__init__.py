@@ -7,7 +7,7 @@
 from madis_stereo.training.config import TrainConfig, load_train_config
 from madis_stereo.training.engine import Engine, StepResult
 from madis_stereo.training.teacher import EMATeacher
-from madis_stereo.training.trainer import Trainer, TrainingError, TrainResult, build_student, train
+from madis_stereo.training.trainer import Trainer, TrainResult, build_student, train
 
 __all__ = [
     "EMATeacher",
@@ -16,7 +16,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
-    "TrainingError",
     "build_student",
     "load_train_config",
     "train",

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
-from madis_stereo.config import ConfigError, ModelConfig, apply_overrides, from_dict, load_yaml, to_dict
+from madis_stereo.errors import ConfigError
+from madis_stereo.model.config import ModelConfig
 from madis_stereo.training.teacher import SCOPES as TEACHER_SCOPES
+from madis_stereo.utils.config import apply_overrides, from_dict, load_yaml, to_dict
 
 __all__ = [
     "DataConfig",

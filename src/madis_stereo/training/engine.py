@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
-from madis_stereo.inference import normalize
 from madis_stereo.model.masking import random_masks
 from madis_stereo.model.network import PairEncoding, StereoModel
+from madis_stereo.model.preprocess import normalize
 from madis_stereo.training.config import TrainConfig
 from madis_stereo.training.distributed import DistEnv, all_reduce_sum
 from madis_stereo.training.losses import (

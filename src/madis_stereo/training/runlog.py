@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from madis_stereo.fileio import atomic_write_bytes
+from madis_stereo.utils.files import atomic_write_bytes
 
 __all__ = ["METRICS_NAME", "RunLogger", "read_metrics"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from madis_stereo.errors import CheckpointError, first_line
-from madis_stereo.fileio import atomic_path
+from madis_stereo.utils.files import atomic_path
 
 __all__ = [
     "CKPT_PATTERN",

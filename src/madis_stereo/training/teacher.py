@@ -23,7 +23,7 @@ import copy
 import torch
 from torch import Tensor
 
-from madis_stereo.config import ConfigError
+from madis_stereo.errors import ConfigError
 from madis_stereo.model.network import PairEncoding, StereoModel
 
 __all__ = ["ENCODER_PREFIXES", "SCOPES", "EMATeacher", "check_teacher_start"]

@@ -19,23 +19,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from madis_stereo.checkpoint import load_model, load_weights, read_weights, save_model
-from madis_stereo.config import ConfigError
-from madis_stereo.data import worker_init_fn
-from madis_stereo.errors import CheckpointError
-from madis_stereo.fileio import atomic_write_bytes
+from madis_stereo.errors import CheckpointError, ConfigError, TrainingError
+from madis_stereo.model.checkpoint import load_model, load_weights, read_weights, save_model
 from madis_stereo.model.network import StereoModel
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
-from madis_stereo.training.data import build_train_dataset, build_val_dataset
+from madis_stereo.training.data import build_train_dataset, build_val_dataset, worker_init_fn
 from madis_stereo.training.engine import Engine, StepResult
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
 from madis_stereo.training.teacher import check_teacher_start
 from madis_stereo.training.validation import validate
+from madis_stereo.utils.files import atomic_write_bytes
 
-__all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "TrainingError", "build_student", "train"]
+__all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +43,6 @@ CONFIG_NAME = "config.yaml"
 BUDGET_PACE_START = 10
 BUDGET_FIT_STEPS = (30, 150)
 BUDGET_MARGIN = 0.97  # leave room for the final validation and checkpoint
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. too many non-finite steps); the message says why and what to try."""
 
 
 @dataclass

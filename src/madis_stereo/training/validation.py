@@ -14,14 +14,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from madis_stereo.inference import normalize, tiled_predict
-from madis_stereo.metrics import stereo_metrics
+from madis_stereo.evaluation.metrics import stereo_metrics
+from madis_stereo.inference.tiling import tiled_predict
 from madis_stereo.model.network import StereoModel
+from madis_stereo.model.preprocess import normalize
 from madis_stereo.training.distributed import DistEnv, all_reduce_sum
 
 __all__ = ["METRIC_KEYS", "validate"]
 
-# Per-image metrics of madis_stereo.metrics.stereo_metrics averaged over the validation images.
+# Per-image metrics of madis_stereo.evaluation.metrics.stereo_metrics averaged over the validation images.
 METRIC_KEYS = ("epe", "rmse", "bad_0.5", "bad_1", "bad_2", "bad_3", "bad_4", "d1", "invalid_pred")
 
 

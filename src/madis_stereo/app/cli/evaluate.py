@@ -1,0 +1,101 @@
+"""``madis-stereo evaluate``: a benchmark's metrics (and submission files) for a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from madis_stereo.app.cli import common
+
+log = logging.getLogger("madis_stereo")
+
+# Columns of the printed table per protocol (the JSON has every metric).
+TABLE_COLUMNS = {
+    "kitti2015": ["d1_all", "epe", "density"],
+    "kitti2012": ["bad_2.0", "bad_3.0", "d1_all", "epe"],
+    "eth3d": ["bad_0.5", "bad_1.0", "bad_2.0", "bad_4.0", "avgerr", "rms", "a90"],
+    "middlebury": ["bad_0.5", "bad_1.0", "bad_2.0", "bad_4.0", "avgerr", "rms", "a90"],
+    "sceneflow": ["epe", "bad_1.0"],
+    "generic": ["epe", "bad_1.0", "bad_3.0", "d1_all"],
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="benchmark metrics of a checkpoint on a dataset",
+        description="Tiled prediction over a dataset, scored with the benchmark's protocol (KITTI: D1-all, "
+        "EPE on occ/noc; ETH3D/Middlebury: bad-0.5/1/2/4, avgerr, rms, A50..A99 on nonocc/all; SceneFlow: "
+        "EPE, bad-1 on |gt| < 192). Writes per-image and aggregate results as JSON.")
+    p.add_argument("--dataset", required=True, help="kitti2012, kitti2015, eth3d, middlebury, sceneflow, folder, ...")
+    p.add_argument("--root", required=True, type=Path, metavar="DIR", help="dataset root folder")
+    p.add_argument("--split", default="train", help="dataset split (default train; test = submission only)")
+    p.add_argument("--set", dest="dataset_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="further dataset option (e.g. resolution=H for Middlebury)")
+    p.add_argument("--max-images", type=int, metavar="N", help="evaluate only the first N pairs")
+    p.add_argument("--out", type=Path, metavar="results.json", help="write per-image and aggregate results")
+    p.add_argument("--submission", type=Path, metavar="DIR",
+                   help="also write the benchmark's submission files (KITTI, ETH3D, Middlebury)")
+    p.add_argument("--algo", default="MaDis", help="method name in Middlebury submission files (default MaDis)")
+    common.add_model_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _dataset_config(args: argparse.Namespace) -> dict[str, Any]:
+    from madis_stereo.utils.config import apply_overrides
+
+    options = apply_overrides({}, args.dataset_options)
+    for key in ("name", "root", "split"):
+        if key in options:
+            raise ValueError(f"use --dataset/--root/--split instead of --set {key}=...")
+    return {"name": args.dataset, "root": str(args.root), "split": args.split, **options}
+
+
+def _table(result: Any) -> str:
+    from madis_stereo.app.tables import format_table
+
+    columns = TABLE_COLUMNS.get(result.protocol, [])
+    regions = [r for r in ("all", "noc") if f"{r}/n" in result.aggregate]
+    rows = []
+    for region in regions:
+        row: dict[str, Any] = {"region": region, "pixels": result.aggregate[f"{region}/n"]}
+        row.update({c: result.aggregate.get(f"{region}/{c}") for c in columns})
+        rows.append(row)
+    return format_table(rows) if rows else "(no ground truth: no metrics)"
+
+
+def run(args: argparse.Namespace) -> int:
+    from madis_stereo.data import build_dataset
+    from madis_stereo.evaluation.evaluate import SubmissionWriter, evaluate_dataset, protocol_for
+    from madis_stereo.inference.predictor import Predictor
+    from madis_stereo.utils.files import atomic_write_bytes
+
+    config = _dataset_config(args)
+    protocol = protocol_for(args.dataset)
+    writer = None
+    if args.submission is not None:
+        writer = SubmissionWriter(args.dataset, args.submission, algo=args.algo, split=args.split,
+                                  resolution=str(config.get("resolution", "F")))
+    dataset = build_dataset(config)
+    predictor = Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
+    total = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
+    log.info("%s: %d pair(s), protocol %s, crop %dx%d, overlap %.2f, %s", args.dataset, total, protocol,
+             *predictor.crop, predictor.overlap, predictor.device)
+    result = evaluate_dataset(
+        predictor, dataset, protocol, max_images=args.max_images, submission=writer,
+        progress=lambda it: common.progress(it, total, "evaluate", "pair", disable=args.quiet))
+    print(_table(result))
+    print(f"{len(result.per_image)} pair(s), {result.mean_runtime:.3f} s per pair")
+    if args.out is not None:
+        report = {"dataset": config, "checkpoint": str(args.checkpoint or "bundled default"),
+                  "settings": {"crop": list(predictor.crop), "overlap": predictor.overlap,
+                               "conf_mode": predictor.conf_mode, "precision": predictor.precision,
+                               "device": str(predictor.device)},
+                  **result.to_dict()}
+        atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
+        log.info("results written to %s", args.out)
+    if writer is not None:
+        log.info("submission files written under %s (%d files)", args.submission, len(result.submission))
+    return 0

@@ -1,5 +1,0 @@
-import sys
-
-from madis_stereo.cli import main
-
-sys.exit(main())

@@ -1,0 +1,1 @@
+"""Stereo geometry: camera, depth, point clouds (``camera``)."""

@@ -1,0 +1,2 @@
+"""Inference: the ``Predictor`` (``predictor``), tiled prediction (``tiling``), ONNX export (``export``) and
+attention analysis (``attention``)."""

@@ -1,0 +1,141 @@
+"""High-level inference on images: the ``Predictor`` (settings, device, precision) and ``predict``.
+
+Images of any size go through :func:`~madis_stereo.inference.tiling.tiled_predict` (CroCo-Stereo's tiling).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from madis_stereo.errors import InputError
+from madis_stereo.inference.tiling import tiled_predict
+from madis_stereo.model.config import parse_conf_mode
+from madis_stereo.model.preprocess import normalize
+
+__all__ = ["Prediction", "Predictor", "as_rgb_uint8", "certainty", "predict", "rgb_pair"]
+
+log = logging.getLogger(__name__)
+
+ImageLike = np.ndarray | str | Path
+
+
+# --------------------------------------------------------------------------------------------------
+# high-level prediction on images
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    """disparity HxW float32 (left-image pixels) and confidence HxW float32.
+
+    ``confidence`` is CroCo's channel 1 blended over tiles: the logit of the Laplacian log-scale, so LOWER
+    values mean a smaller expected error (see :func:`certainty` for a 0..1 map where higher = surer).
+    """
+
+    disparity: np.ndarray
+    confidence: np.ndarray
+
+
+def certainty(confidence: np.ndarray | Tensor, beta_s: float = 3.0) -> Any:
+    """Certainty in (0, 1) from the confidence logit c: ``1 - sigmoid(c / beta_s)``, higher = surer.
+
+    This is the bounded log-scale c' = 2a(sigmoid(c / b) - 0.5) of the loss (METHOD.md section 3, a = b = 3)
+    mapped linearly from (-a, a) onto (1, 0): 1 = the smallest expected error the model can express,
+    0 = the largest, 0.5 at c = 0.
+    """
+    if isinstance(confidence, Tensor):
+        return torch.sigmoid(-confidence / beta_s)
+    c = np.asarray(confidence, dtype=np.float64)
+    return (1.0 / (1.0 + np.exp(c / beta_s))).astype(np.float32)
+
+
+def as_rgb_uint8(image: Any, name: str) -> np.ndarray:
+    """An HxWx3 uint8 RGB array from an array (gray, RGB or RGBA) or an image path."""
+    if isinstance(image, (str, Path)):
+        from madis_stereo.data.formats import read_image
+
+        image = read_image(image)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise InputError(f"{name} image must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
+    array = array[..., :3]
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and float(np.nanmax(array)) <= 1.0:
+            array = array * 255.0
+        array = np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8)
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()  # torch.from_numpy warns on read-only arrays
+
+
+def rgb_pair(left: Any, right: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two images (arrays or paths) as uint8 HxWx3 arrays of one size; InputError otherwise."""
+    left_np, right_np = as_rgb_uint8(left, "left"), as_rgb_uint8(right, "right")
+    if left_np.shape != right_np.shape:
+        raise InputError(f"left and right images differ in size: {left_np.shape[1]}x{left_np.shape[0]} vs "
+                         f"{right_np.shape[1]}x{right_np.shape[0]}")
+    return left_np, right_np
+
+
+class Predictor:
+    """Runs a model on image pairs of any size (tiled) with fixed settings.
+
+    ``precision`` is "fp32" or "bf16" (autocast); ``crop`` defaults to the model's training crop;
+    ``compile`` wraps the model in ``torch.compile``.
+    """
+
+    def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
+                 conf_mode: str | None = None, device: str | torch.device | None = None,
+                 precision: str = "fp32", tile_batch: int = 1, compile: bool = False) -> None:
+        config = getattr(model, "config", None)
+        self.crop = tuple(int(c) for c in (crop or (config.crop if config else (352, 704))))
+        self.conf_mode = conf_mode or (config.conf_mode if config else "conf_expsigmoid_15_3")
+        parse_conf_mode(self.conf_mode)
+        if precision not in ("fp32", "bf16"):
+            raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.model = model.to(self.device).eval()
+        if compile:  # one compiled graph per window size; the first call pays the compilation
+            self.model = torch.compile(self.model)
+        self.overlap = overlap
+        self.precision = precision
+        self.tile_batch = tile_batch
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, left: Any, right: Any) -> tuple[Tensor, Tensor]:
+        """Two images -> normalised [1, 3, H, W] tensors on the device (sizes must agree)."""
+        tensors = [torch.from_numpy(a).permute(2, 0, 1)[None].to(self.device) for a in rgb_pair(left, right)]
+        return normalize(tensors[0]), normalize(tensors[1])
+
+    def __call__(self, left: Any, right: Any) -> Prediction:
+        lt, rt = self.prepare(left, right)
+        with self.autocast():
+            disp, conf = tiled_predict(self.model, lt, rt, self.crop, self.overlap, self.conf_mode, self.tile_batch)
+        return Prediction(disp[0, 0].float().cpu().numpy(), conf[0].float().cpu().numpy())
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def predict(model: torch.nn.Module, left_image: Any, right_image: Any, crop: Sequence[int] | None = None,
+            overlap: float = 0.7, **kwargs: Any) -> Prediction:
+    """Disparity of one pair of uint8 HxWx3 arrays (or image paths), any size; see :class:`Predictor`."""
+    return Predictor(model, crop=crop, overlap=overlap, **kwargs)(left_image, right_image)

@@ -1,0 +1,99 @@
+"""Tiled prediction at any image size.
+
+Tiled prediction follows CroCo-Stereo (METHOD.md section 5): windows of the training crop, tiles per axis
+``1 + ceil((size - win) / ((1 - overlap) * win))`` at linspace offsets, each tile blended with a weight
+derived from its confidence logit ``c``:
+
+- ``conf_expsigmoid_B_S``: ``w = exp(-B * 2 * (sigmoid(c / S) - 0.5))``
+- ``conf_expbetaB``: ``w = exp(-B * c)``
+
+Images smaller than the window are upscaled (bicubic) by ``max(win_w / W, win_h / H)`` first; the
+disparity is resized back and divided by the x-scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from madis_stereo.errors import InputError
+from madis_stereo.model.config import parse_conf_mode
+from madis_stereo.model.network import check_pair
+
+__all__ = ["tile_offsets", "tile_weights", "tiled_predict"]
+
+
+def tile_offsets(total: int, window: int, overlap: float) -> list[int]:
+    """Start offsets of overlapping windows covering ``total`` pixels (CroCo-Stereo's tiling)."""
+    if window > total:
+        raise InputError(f"window {window} is larger than the image side {total}")
+    if not 0.0 <= overlap < 1.0:
+        raise InputError(f"overlap must be in [0, 1), got {overlap}")
+    count = 1 + int(math.ceil((total - window) / ((1.0 - overlap) * window)))
+    return [int(v) for v in np.linspace(0, total - window, count).round().astype(int)]
+
+
+def tile_weights(conf: Tensor, conf_mode: str) -> Tensor:
+    """Per-pixel blending weight of a tile from its confidence logit."""
+    kind, beta, beta_s = parse_conf_mode(conf_mode)
+    if kind == "expsigmoid":
+        return torch.exp(-beta * 2.0 * (torch.sigmoid(conf / beta_s) - 0.5))
+    return torch.exp(-beta * conf)
+
+
+@torch.inference_mode()
+def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Sequence[int] = (352, 704),
+                  overlap: float = 0.7, conf_mode: str = "conf_expsigmoid_15_3",
+                  tile_batch: int = 1) -> tuple[Tensor, Tensor]:
+    """Disparity of normalised images of any size by blending overlapping window predictions.
+
+    Args:
+        left, right: ImageNet-normalised [B, 3, H, W] tensors.
+        crop: window (height, width), multiples of 32 (the model's training crop).
+        tile_batch: how many windows go through the model at once.
+
+    Returns:
+        disparity [B, 1, H, W] and the blended confidence logit [B, H, W] (float32).
+    """
+    check_pair(left, right, multiple=1)
+    win_h, win_w = int(crop[0]), int(crop[1])
+    if win_h % 32 or win_w % 32:
+        raise InputError(f"crop {win_h}x{win_w} must be a multiple of 32 in both sides")
+    tile_weights(torch.zeros(1), conf_mode)  # validates the mode before any work
+    batch, _, height, width = left.shape
+    scale = 1.0
+    if height < win_h or width < win_w:
+        scale = max(win_w / width, win_h / height)
+        size = (round(height * scale), round(width * scale))
+        left = F.interpolate(left, size=size, mode="bicubic", align_corners=False)
+        right = F.interpolate(right, size=size, mode="bicubic", align_corners=False)
+    big_h, big_w = left.shape[-2:]
+    acc_disp = torch.zeros(batch, 1, big_h, big_w, device=left.device)
+    acc_w = torch.full((batch, big_h, big_w), 1e-16, device=left.device)
+    acc_c = torch.zeros(batch, big_h, big_w, device=left.device)
+    tiles = [(y, x) for y in tile_offsets(big_h, win_h, overlap) for x in tile_offsets(big_w, win_w, overlap)]
+    for start in range(0, len(tiles), max(1, tile_batch)):
+        chunk = tiles[start : start + max(1, tile_batch)]
+        crops_l = torch.cat([left[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
+        crops_r = torch.cat([right[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
+        out = model(crops_l, crops_r)
+        disp, conf = out.disparity.float(), out.confidence.float()[:, 0]
+        weight = tile_weights(conf, conf_mode)
+        for j, (y, x) in enumerate(chunk):
+            sl = slice(j * batch, (j + 1) * batch)
+            acc_disp[:, :, y : y + win_h, x : x + win_w] += disp[sl] * weight[sl, None]
+            acc_w[:, y : y + win_h, x : x + win_w] += weight[sl]
+            acc_c[:, y : y + win_h, x : x + win_w] += conf[sl] * weight[sl]
+    disparity = acc_disp / acc_w[:, None]
+    confidence = acc_c / acc_w
+    if scale != 1.0:
+        disparity = F.interpolate(disparity, size=(height, width), mode="bicubic", align_corners=False)
+        disparity = disparity * (width / big_w)
+        confidence = F.interpolate(confidence[:, None], size=(height, width), mode="bilinear",
+                                   align_corners=False)[:, 0]
+    return disparity, confidence

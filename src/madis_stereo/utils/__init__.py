@@ -1,0 +1,1 @@
+"""Generic helpers that know nothing of stereo: typed YAML configs, atomic file writes."""
