@@ -308,10 +308,18 @@ def load_rows(out: Path) -> dict[str, dict[int, dict]]:
     return rows
 
 
-def report(args: argparse.Namespace, wall: float | None) -> None:
+def elapsed(out: Path) -> float | None:
+    """Wall time from the start of the starting model's run to the last finished fine-tuning run."""
+    begin = out / "start" / "run" / "config.yaml"
+    ends = [p.stat().st_mtime for p in out.glob("*_s*/ablation.json")]
+    return max(ends) - begin.stat().st_mtime if begin.is_file() and ends else None
+
+
+def report(args: argparse.Namespace) -> None:
     import madis_stereo as ms
     from madis_stereo.utils.files import atomic_write_bytes
 
+    wall = elapsed(args.out)
     rows = load_rows(args.out)
     start = evaluate(ms.load_model(args.out / "start" / "start.safetensors"))
     table = markdown(rows, constant_row(), start, args, wall)
@@ -341,7 +349,7 @@ def main() -> None:
         print(json.dumps(run_one(args.one[0], int(args.one[1]), args.steps, start, args.out, args.device)))
         return
     if args.report:
-        report(args, None)
+        report(args)
         return
     began = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -364,7 +372,7 @@ def main() -> None:
                 continue
             print(f"{name} seed {seed}: {proc.stdout.strip().splitlines()[-1]} "
                   f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
-    report(args, time.perf_counter() - began)
+    report(args)
 
 
 if __name__ == "__main__":

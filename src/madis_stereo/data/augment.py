@@ -1,4 +1,4 @@
-"""CroCo-Stereo's training augmentation (its ``StereoAugmentor``; METHOD.md section 4), seeded per sample.
+"""CroCo-Stereo's training augmentation (its ``StereoAugmentor``; docs/DATA.md), seeded per sample.
 
 In this order:
 

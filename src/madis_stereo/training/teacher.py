@@ -2,7 +2,7 @@
 
 After every optimiser step: theta_teacher <- m * theta_teacher + (1 - m) * theta_student (m = 0.9999).
 
-Scopes (``teacher.scope``, ``teacher.detach``; METHOD.md section 2):
+Scopes (``teacher.scope``, ``teacher.detach``; docs/TRAINING.md):
 
 - ``encoder`` (the public MaDis code, the default): only the encoder (patch embedding, encoder blocks, final
   encoder norm) is averaged; the teacher's features of the unmasked pair run through the *student's* current
