@@ -131,7 +131,7 @@ def test_folders_globs_and_failures_keep_going(setup, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["f0.pfm", "f1.pfm"]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("madis-stereo predict: error:")]
     assert len(errors) == 2
-    assert "f2.png: left and right images differ in size: 140x70 vs 134x70" in errors[0]
+    assert "f2.png: left and right images differ in size: 70x140 vs 70x134 (HxW)" in errors[0]
     assert f"{tmp_path / 'L' / 'f3.png'} + {tmp_path / 'R' / 'f3.png'}: " in errors[1]
     assert str(tmp_path / "L" / "f3.png") in errors[1].split(": ", 2)[2]  # the reader names the bad file
     assert "madis-stereo predict: 2 of 4 pair(s) failed:" in proc.stderr
@@ -146,8 +146,8 @@ def test_missing_calibration_and_bad_checkpoint(setup, tmp_path):
     root, ckpt, left, right = setup
     proc = cli("predict", left, right, "-o", tmp_path, "--checkpoint", ckpt, "--format", "ply")
     assert proc.returncode == 2
-    assert proc.stderr.strip().endswith("madis-stereo predict: error: formats depth and ply need --calib calib.txt "
-                                        "(or 'auto'), or --focal F --baseline B")
+    assert proc.stderr.strip().endswith("madis-stereo predict: error: formats depth and ply need --rectify CALIB, "
+                                        "--calib calib.txt (or 'auto'), or --focal F --baseline B")
     proc = cli("predict", left, right, "-o", tmp_path / "o", "--checkpoint", ckpt, "--format", "depth",
                    "--calib", tmp_path / "nowhere" / "calib.txt", "--device", "cpu")
     assert proc.returncode == 2

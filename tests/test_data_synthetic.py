@@ -1,19 +1,23 @@
-"""Synthetic stereo: exact geometry (warping and occlusion), determinism, value ranges."""
+"""Synthetic stereo (the NumPy/OpenCV reference renderer): exact geometry (warping, occlusion, curved
+surfaces), determinism, value ranges."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import cv2
 import numpy as np
 import pytest
+from synthetic_helpers import box_scene, make_scene, smooth_atlas
 
-import madis_stereo.data.synthetic.scene as scene_module
 from madis_stereo.data import SyntheticConfig, SyntheticStereo, build_dataset
-from madis_stereo.data.synthetic import render_scene
-from madis_stereo.data.synthetic.scene import Layer
-from madis_stereo.data.synthetic.shapes import Box
+from madis_stereo.data.synthetic.atlas import build_atlas
+from madis_stereo.data.synthetic.scene import MAX_SLANT, disparity_at, sample_scenes
+from madis_stereo.data.synthetic.world import Layer, render_scene
 
 # photometry off: the views differ only by geometry
-PLAIN = dict(size=(48, 96), max_disparity=32.0, lighting=0.0, noise_std=0.0, blur_prob=0.0)
+PLAIN = dict(size=(48, 96), max_disparity=32.0, lighting=0.0, noise_std=0.0, blur_prob=0.0, atlas_tiles=8,
+             atlas_tile_size=64)
 
 
 def _warp_right_to_left(right: np.ndarray, disparity: np.ndarray) -> np.ndarray:
@@ -34,18 +38,12 @@ def _right_labels_around(render, offsets=(0, 1)) -> tuple[np.ndarray, np.ndarray
     return labels[0], agree
 
 
-def _smooth_texture(rng, h, w, textureless_prob=0.0):
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, 3)
-    channels = [0.5 + 0.4 * np.sin(xx / 5 + p) * np.cos(yy / 7 + p) for p in phase]
-    return np.stack(channels, axis=-1).astype(np.float32)
-
-
-def test_warping_right_by_gt_reproduces_left_exactly_with_smooth_textures(monkeypatch):
-    monkeypatch.setattr(scene_module, "random_texture", _smooth_texture)
-    ds = SyntheticStereo(SyntheticConfig(**PLAIN, seed=11))
+def test_warping_right_by_gt_reproduces_left_exactly_with_smooth_textures():
+    cfg = SyntheticConfig(**PLAIN, seed=11)
+    atlas = smooth_atlas(8, 64)
     for index in range(6):
-        render = ds.render(index)
+        rng = np.random.default_rng([11, index])
+        render = render_scene(sample_scenes(rng, cfg, 1, atlas.count, atlas.size), atlas, rng, cfg)
         label, agree = _right_labels_around(render)
         same_surface = render.nonocc & agree & (label == render.labels_left)  # not at a right-view edge
         assert same_surface.mean() > 0.5
@@ -71,10 +69,8 @@ def test_occlusion_of_a_box_in_front_of_a_plane_is_exact():
     """Background at d=4, a box covering x in [20.5, 30.5] at d=12 (all rows), 16x64 image."""
     height, width = 16, 64
     cfg = SyntheticConfig(size=(height, width), max_disparity=20.0, lighting=0.0, noise_std=0.0, blur_prob=0.0)
-    flat = [np.full((height + 8, width + 40, 3), value, np.uint8) for value in (50, 200)]
-    background = Layer(0.0, 0.0, 4.0, None, flat[0], -3.0, -3.0, (-2.0, -1.0, width + 22.0, float(height)))
-    box = Layer(0.0, 0.0, 12.0, Box(25.5, 8.0, 0.0, hx=5.0, hy=100.0), flat[1], 0.0, -3.0, (20.5, -1.0, 30.5, 16.0))
-    render = render_scene([background, box], np.random.default_rng(0), cfg)
+    scene, atlas = box_scene()
+    render = render_scene(scene, atlas, np.random.default_rng(0), cfg)
     x = np.arange(width)
     expected_left = np.where((x >= 21) & (x <= 30), 12.0, 4.0)
     np.testing.assert_array_equal(render.disparity, np.broadcast_to(expected_left, (height, width)))
@@ -83,6 +79,50 @@ def test_occlusion_of_a_box_in_front_of_a_plane_is_exact():
     expected_right = np.where((x >= 9) & (x <= 18), 12.0, 4.0)
     np.testing.assert_array_equal(render.disparity_right, np.broadcast_to(expected_right, (height, width)))
     np.testing.assert_array_equal(render.right[0, :, 0], np.where((x >= 9) & (x <= 18), 200, 50))
+
+
+def test_curved_layer_inverse_mapping_converges_to_the_surface():
+    """A bulging background: the fixed-point solution satisfies x_l - d(x_l, y) = x_r, and the right view's
+    disparity is the left view's at x_l."""
+    height, width = 24, 64
+    cfg = SyntheticConfig(size=(height, width), max_disparity=30.0, lighting=0.0, noise_std=0.0, blur_prob=0.0)
+    field = {"px": 40.0, "py": 12.0, "d0": 20.0, "gx": 0.05, "gy": 0.1, "hxx": -0.004, "hxy": 0.001, "hyy": -0.01}
+    scene, atlas = make_scene((height, width), [{"grey": 90, **field}])
+    layer = Layer(scene, 0, atlas)
+    assert layer.curved
+    xr = np.linspace(0, width - 1, 50, dtype=np.float32)
+    y = np.full_like(xr, 7.0)
+    xl = layer.source_x(xr, y)
+    np.testing.assert_allclose(xl - layer.disparity(xl, y), xr, atol=1e-3)
+    slope = scene.field[0, 0, 3] + scene.field[0, 0, 5] * (xl - 40)  # |dd/dx| stays below MAX_SLANT here
+    assert np.abs(slope + scene.field[0, 0, 6] * (y - 12)).max() < MAX_SLANT
+    render = render_scene(scene, atlas, np.random.default_rng(0), cfg)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    np.testing.assert_allclose(render.disparity, disparity_at([scene.field[0, 0, i] for i in range(8)], cols, rows),
+                               atol=1e-4)
+    xl = layer.source_x(cols, rows)
+    np.testing.assert_allclose(render.disparity_right, layer.disparity(xl, rows), atol=1e-4)
+    assert np.ptp(render.disparity) > 3  # curved enough to matter
+
+
+def test_every_scene_stays_in_range_with_curved_slanted_and_weak_surfaces():
+    cfg = SyntheticConfig(size=(64, 128), min_disparity=2.0, max_disparity=40.0, curved_prob=1.0, slant_prob=1.0)
+    scenes = sample_scenes(np.random.default_rng(0), cfg, 64, 8, 64)
+    active = scenes.active
+    assert (scenes.drange[active, 0] >= 2.0 - 1e-3).all() and (scenes.drange[active, 1] <= 40.0 + 1e-3).all()
+    assert (scenes.field[active][:, 5:] != 0).any(-1).mean() > 0.5  # curved
+    assert (scenes.contrast[:, :3][active[:, :3]] < 0.3).mean() > 0.2  # weakly textured floors, walls, backgrounds
+    floors = active[:, 1:3] & (scenes.field[:, 1:3, 4] > 0.05)
+    assert floors.any()
+    # the slope bound that makes the right-view inverse mapping unique holds over each domain
+    for b, k in zip(*np.nonzero(active)):
+        x0, y0, x1, y1 = scenes.domain[b, k]
+        xs, ys = np.meshgrid(np.linspace(x0, x1, 9), np.linspace(y0, y1, 9))
+        f = scenes.field[b, k]
+        slope = f[3] + f[5] * (xs - f[0]) + f[6] * (ys - f[1])
+        assert np.abs(slope).max() <= MAX_SLANT + 1e-4, (b, k)
+        d = disparity_at(list(f), xs, ys)
+        assert d.min() >= scenes.drange[b, k, 0] - 1e-3 and d.max() <= scenes.drange[b, k, 1] + 1e-3, (b, k)
 
 
 def test_occluded_pixels_are_those_hidden_in_the_right_view():
@@ -104,19 +144,19 @@ def test_occluded_pixels_are_those_hidden_in_the_right_view():
 
 
 def test_same_seed_same_sample_and_purity():
-    cfg = SyntheticConfig(size=(32, 64), max_disparity=24.0, seed=42)
+    cfg = SyntheticConfig(size=(32, 64), max_disparity=24.0, seed=42, atlas_tiles=8, atlas_tile_size=64)
     a, b = SyntheticStereo(cfg), SyntheticStereo(cfg)
     b[0], b[3]  # other samples first: sample i depends only on (seed, i)
     for key in ("left", "right", "disparity", "nonocc"):
         np.testing.assert_array_equal(a[5][key], b[5][key])
     assert not np.array_equal(a[5]["left"], a[6]["left"])
-    other = SyntheticStereo(SyntheticConfig(size=(32, 64), max_disparity=24.0, seed=43))
+    other = SyntheticStereo(dataclasses.replace(cfg, seed=43))
     assert not np.array_equal(a[5]["left"], other[5]["left"])
 
 
 def test_sample_format_and_disparity_range():
     ds = build_dataset({"name": "synthetic", "size": [40, 80], "min_disparity": 2.0, "max_disparity": 30.0,
-                        "length": 3})
+                        "length": 3, "atlas_tiles": 8, "atlas_tile_size": 64})
     assert len(ds) == 3 and len(list(ds)) == 3 and "synthetic stereo" in ds.describe()
     for index in (0, 1, 2, 1000):  # beyond the nominal length: still defined (infinite)
         sample = ds[index]
@@ -130,7 +170,7 @@ def test_sample_format_and_disparity_range():
     with pytest.raises(IndexError):
         ds[-1]
     fast = SyntheticStereo(SyntheticConfig(size=(40, 80), min_disparity=2.0, max_disparity=30.0,
-                                           occlusion_mask=False))
+                                           atlas_tiles=8, atlas_tile_size=64, occlusion_mask=False))
     assert fast[1]["nonocc"] is None
     np.testing.assert_array_equal(fast[1]["left"], ds[1]["left"])  # the mask costs time, not randomness
 
@@ -140,3 +180,8 @@ def test_config_is_validated():
         SyntheticConfig(min_disparity=10, max_disparity=5)
     with pytest.raises(ValueError, match="thin_prob"):
         SyntheticConfig(thin_prob=1.5)
+    with pytest.raises(ValueError, match="curved_prob"):
+        SyntheticConfig(curved_prob=-0.1)
+    with pytest.raises(ValueError, match="atlas_tiles"):
+        SyntheticConfig(atlas_tiles=0)
+    assert build_atlas(0, 2, 16).tiles.shape == (2, 16, 16, 3)

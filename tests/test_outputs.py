@@ -109,5 +109,7 @@ def test_find_pairs_files_folders_and_globs(tmp_path):
     with pytest.raises(ms.InputError, match="two files, two folders"):
         find_pairs([str(tmp_path / "left"), "x.png"])
     write_png(tmp_path / "right" / "c.png", img)
-    with pytest.raises(ms.InputError, match="counts do not match"):
-        find_pairs([str(tmp_path / "left"), str(tmp_path / "right")])
+    write_png(tmp_path / "right" / "d.png", img)
+    write_png(tmp_path / "right" / "e.png", img)
+    with pytest.raises(ms.InputError, match="no common file names, no left/right naming convention, and the counts"):
+        find_pairs([str(tmp_path / "left"), str(tmp_path / "seq")])

@@ -15,7 +15,7 @@ import yaml
 from toy_stereo import ToyStereo, toy_config, write_toy_folder
 
 import madis_stereo as ms
-from madis_stereo.errors import TrainingError
+from madis_stereo.errors import ConfigError, TrainingError
 from madis_stereo.model.masking import visible_index
 from madis_stereo.training import Engine, StepResult, load_train_config, train
 from madis_stereo.training.distributed import DistEnv
@@ -106,7 +106,7 @@ def test_masked_pixels_cannot_reach_visible_encoder_tokens_of_either_view():
 def test_every_trainable_parameter_gets_a_gradient(madis):
     engine = engine_for(madis={"enabled": madis})
     terms = engine.losses(batch_of(ToyStereo(2)), step=0)
-    assert set(terms) == ({"loss", "gt", "distill", "recon_left", "recon_right"} if madis else {"loss", "gt"})
+    assert set(terms) == ({"loss", "gt", "pseudo", "recon_left", "recon_right"} if madis else {"loss", "gt"})
     terms["loss"].backward()
     missing = [n for n, p in engine.model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
@@ -119,7 +119,7 @@ def test_total_is_the_weighted_sum_of_the_terms():
     engine = engine_for(madis={"weights": {"gt": 2.0, "distill": 0.5, "recon_left": 3.0, "recon_right": 0.0}})
     with torch.no_grad():
         t = engine.losses(batch_of(ToyStereo(2)), step=0)
-    expected = 2 * t["gt"] + 0.5 * t["distill"] + 3 * t["recon_left"]
+    expected = (2 + 0.5) * t["gt"] + 0.5 * t["pseudo"] + 3 * t["recon_left"]  # GT pixels also in L_distill
     assert torch.allclose(t["loss"], expected)
 
 
@@ -132,9 +132,9 @@ def test_teacher_runs_only_when_some_gt_is_missing(monkeypatch):
     dense = dict(sparse, disparity=torch.nan_to_num(sparse["disparity"], posinf=3.0))
     with torch.no_grad():
         t = engine.losses(dense, step=0)
-        assert calls == [] and t["distill"] == t["gt"]  # no GT-less pixel: the pseudo-label term is exactly 0
+        assert calls == [] and t["pseudo"] == 0  # no GT-less pixel: the pseudo-label term is exactly 0
         t = engine.losses(sparse, step=0)
-        assert calls == [1] and t["distill"] > t["gt"]
+        assert calls == [1] and t["pseudo"] > 0
 
 
 def distill_grads(**teacher) -> tuple[Engine, dict[str, torch.Tensor]]:
@@ -308,6 +308,37 @@ def test_tiny_training_loss_falls_and_teacher_trails_the_student(tmp_path):
     model, meta = ms.load_model(tmp_path / "ckpt_step30.safetensors", return_metadata=True)
     assert meta["steps"] == 30 and meta["recipe"] == "madis" and "epe" in meta["metrics"]
     assert load_train_config(tmp_path / "config.yaml") == cfg
+
+
+def _device_rendered(*overrides: str):
+    recipe = ROOT / "configs" / "tiny_synthetic.yaml"
+    return load_train_config(recipe, ["data.render_on_device=true", "data.val=null", "optim.batch_size=2",
+                                      "data.train.0.atlas_tiles=4", "data.train.0.atlas_tile_size=32",
+                                      "run.ckpt_every=0", "run.device=cpu", *overrides])
+
+
+def test_render_on_device_trains_the_tiny_preset_and_resumes_on_the_same_batches(tmp_path):
+    result = train(_device_rendered("optim.max_steps=2"), out_dir=tmp_path / "trained")
+    losses = train_losses(tmp_path / "trained").values()
+    assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in losses)
+    # with lr 0 the loss of a step depends only on its batch (and masks): a resumed run sees the same batches
+    train(_device_rendered("optim.max_steps=4", "optim.lr=0"), out_dir=tmp_path / "full")
+    train(_device_rendered("optim.max_steps=2", "optim.lr=0"), out_dir=tmp_path / "part")
+    train(_device_rendered("optim.max_steps=4", "optim.lr=0"), out_dir=tmp_path / "part", resume=True)
+    full, resumed = train_losses(tmp_path / "full"), train_losses(tmp_path / "part")
+    assert [resumed[k] for k in (3, 4)] == [full[k] for k in (3, 4)]
+    assert len(set(full.values())) == 4  # every step saw a new batch
+
+
+def test_render_on_device_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="data.augment to null"):
+        train(_device_rendered("data.augment={}"), out_dir=tmp_path / "a")
+    with pytest.raises(ConfigError, match="must equal model.crop"):
+        train(_device_rendered("data.train.0.size=[32,64]"), out_dir=tmp_path / "b")
+    two = _device_rendered()
+    two = load_train_config({**two.to_dict(), "data": {**two.to_dict()["data"], "train": list(two.data.train) * 2}})
+    with pytest.raises(ConfigError, match="exactly one"):
+        train(two, out_dir=tmp_path / "c")
 
 
 def test_checkpoint_rotation_and_fresh_run_protection(tmp_path):

@@ -38,7 +38,8 @@ class ConfigError(MadisStereoError, ValueError):
 
 
 class TrainingError(MadisStereoError, RuntimeError):
-    """Training cannot go on (e.g. too many non-finite steps); the message says why and what to try."""
+    """Training cannot start or go on (e.g. its run folder is in use, too many non-finite steps); the message
+    says why and what to try."""
 
 
 def first_line(err: BaseException) -> str:

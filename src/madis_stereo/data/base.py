@@ -47,12 +47,12 @@ def load_frame(frame: Frame) -> Sample:
     left = read_image(frame.left)
     right = read_image(frame.right)
     if left.shape != right.shape:
-        raise DataError(f"{frame.right}: size {right.shape[1]}x{right.shape[0]} differs from the left image "
-                        f"{frame.left} ({left.shape[1]}x{left.shape[0]})")
+        raise DataError(f"{frame.right}: size {right.shape[0]}x{right.shape[1]} (HxW) differs from the left image "
+                        f"{frame.left} ({left.shape[0]}x{left.shape[1]})")
     disparity = read_disparity(frame.disparity) if frame.disparity is not None else None
     if disparity is not None and disparity.shape != left.shape[:2]:
-        raise DataError(f"{frame.disparity}: disparity is {disparity.shape[1]}x{disparity.shape[0]}, "
-                        f"the left image {frame.left} is {left.shape[1]}x{left.shape[0]}")
+        raise DataError(f"{frame.disparity}: disparity is {disparity.shape[0]}x{disparity.shape[1]} (HxW), "
+                        f"the left image {frame.left} is {left.shape[0]}x{left.shape[1]}")
     nonocc = None
     if frame.nonocc is not None:
         if frame.nonocc_kind == "finite":  # KITTI with gt=noc: the mask is the GT file itself, read above
@@ -61,8 +61,8 @@ def load_frame(frame: Frame) -> Sample:
         else:
             nonocc = read_mask(frame.nonocc) == 255
         if nonocc.shape != left.shape[:2]:
-            raise DataError(f"{frame.nonocc}: mask is {nonocc.shape[1]}x{nonocc.shape[0]}, "
-                            f"the left image {frame.left} is {left.shape[1]}x{left.shape[0]}")
+            raise DataError(f"{frame.nonocc}: mask is {nonocc.shape[0]}x{nonocc.shape[1]} (HxW), "
+                            f"the left image {frame.left} is {left.shape[0]}x{left.shape[1]}")
     calib = read_calib(frame.calib) if frame.calib is not None else None
     return {"left": left, "right": right, "disparity": disparity, "nonocc": nonocc, "calib": calib,
             "name": frame.name}

@@ -262,8 +262,14 @@ class Middlebury(StereoDataset):
         if layout == "eval3":
             eval3 = eval3 or self.root
             self.title = f"Middlebury MiddEval3 ({split}{resolution})"
-            images = self._require_dir(eval3 / f"{'training' if self.has_gt else 'test'}{resolution}",
-                                       "MiddEval3 scene folders <scene>/im0.png, im1.png")
+            kind = "training" if self.has_gt else "test"
+            images = eval3 / f"{kind}{resolution}"
+            present = [r for r in "FHQ" if (eval3 / f"{kind}{r}").is_dir()]
+            if not images.is_dir() and present:
+                has = ", ".join(kind + r for r in present)
+                raise DataError(f"{images}: folder not found; this MiddEval3 has {has}: pick it with "
+                                f"resolution={present[0]} (--set resolution={present[0]})")
+            self._require_dir(images, "MiddEval3 scene folders <scene>/im0.png, im1.png")
             gt_name, mask_name = "disp0GT.pfm", "mask0nocc.png"
         else:
             if not self.has_gt:

@@ -132,7 +132,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, crop: Sequence[int], 
     return ExportReport(path, (height, width), opset, exporter, diff_d, diff_c, time.perf_counter() - start)
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None, providers: Sequence[str] | None = None) -> Any:
+def onnx_session(path: str | os.PathLike, threads: int | None = None, providers: Sequence[Any] | None = None) -> Any:
     """An onnxruntime InferenceSession (CPU provider unless ``providers`` says otherwise).
 
     ``threads`` sets the intra-op thread count (None = onnxruntime's default).
@@ -144,12 +144,36 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None, providers:
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)
+    providers = list(providers or ["CPUExecutionProvider"])
     try:
-        return ort.InferenceSession(str(path), sess_options=options,
-                                    providers=list(providers or ["CPUExecutionProvider"]))
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types
         text = first_line(err)
         raise CheckpointError(f"{path}: not a usable ONNX model ({text[:200]})") from None
+    names = [p[0] if isinstance(p, tuple) else p for p in providers]
+    missing = [name for name in names if name not in session.get_providers()]
+    if missing:  # onnxruntime falls back to the CPU silently when a provider fails to load
+        raise InputError(f"{path}: onnxruntime could not start {', '.join(missing)} (it runs on "
+                         f"{', '.join(session.get_providers())})")
+    return session
+
+
+def onnx_providers(device: str | None) -> list[Any]:
+    """onnxruntime providers for ``--device``: the CPU for None/cpu, the CUDA provider for cuda[:N].
+
+    InputError when this onnxruntime lacks the provider (``onnxruntime`` is CPU-only; ``onnxruntime-gpu``
+    has CUDA), so that ``--device cuda`` never runs on the CPU without a word.
+    """
+    if device is None or device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.split(":")[0] != "cuda":
+        raise InputError(f"--onnx runs on onnxruntime, which has no {device!r} device here; use --device cpu or cuda")
+    ort = _require("onnxruntime", "ONNX inference")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise InputError(f"--onnx with --device {device}: this onnxruntime has no CUDA provider (available: "
+                         f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use --device cpu")
+    index = device.split(":")[1] if ":" in device else "0"
+    return [("CUDAExecutionProvider", {"device_id": int(index)})]
 
 
 def _session_crop(session: Any) -> tuple[int, int]:
@@ -179,11 +203,11 @@ class OnnxStereoModel(nn.Module):
 
     Inputs must have the exported size (``crop``); a batch is run one pair at a time. ``config`` is the
     exported model's config (with ``crop`` set to the ONNX input size), so :class:`~madis_stereo.Predictor`
-    and ``tiled_predict`` use it unchanged. Runs on the CPU through onnxruntime.
+    and ``tiled_predict`` use it unchanged. Runs through onnxruntime (``providers``: CPU by default).
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None,
-                 providers: Sequence[str] | None = None) -> None:
+                 providers: Sequence[Any] | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.session = onnx_session(path, threads, providers)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from madis_stereo.errors import InputError
-from madis_stereo.inference.tiling import tiled_predict
+from madis_stereo.inference.tiling import check_tiling, tiled_predict
 from madis_stereo.model.config import parse_conf_mode
 from madis_stereo.model.preprocess import normalize
 
@@ -26,11 +26,6 @@ __all__ = ["Prediction", "Predictor", "as_rgb_uint8", "certainty", "predict", "r
 log = logging.getLogger(__name__)
 
 ImageLike = np.ndarray | str | Path
-
-
-# --------------------------------------------------------------------------------------------------
-# high-level prediction on images
-# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -82,8 +77,8 @@ def rgb_pair(left: Any, right: Any) -> tuple[np.ndarray, np.ndarray]:
     """Two images (arrays or paths) as uint8 HxWx3 arrays of one size; InputError otherwise."""
     left_np, right_np = as_rgb_uint8(left, "left"), as_rgb_uint8(right, "right")
     if left_np.shape != right_np.shape:
-        raise InputError(f"left and right images differ in size: {left_np.shape[1]}x{left_np.shape[0]} vs "
-                         f"{right_np.shape[1]}x{right_np.shape[0]}")
+        raise InputError(f"left and right images differ in size: {left_np.shape[0]}x{left_np.shape[1]} vs "
+                         f"{right_np.shape[0]}x{right_np.shape[1]} (HxW)")
     return left_np, right_np
 
 
@@ -98,7 +93,7 @@ class Predictor:
                  conf_mode: str | None = None, device: str | torch.device | None = None,
                  precision: str = "fp32", tile_batch: int = 1, compile: bool = False) -> None:
         config = getattr(model, "config", None)
-        self.crop = tuple(int(c) for c in (crop or (config.crop if config else (352, 704))))
+        self.crop = check_tiling(crop or (config.crop if config else (352, 704)), overlap, tile_batch)
         self.conf_mode = conf_mode or (config.conf_mode if config else "conf_expsigmoid_15_3")
         parse_conf_mode(self.conf_mode)
         if precision not in ("fp32", "bf16"):

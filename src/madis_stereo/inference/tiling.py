@@ -25,7 +25,7 @@ from madis_stereo.errors import InputError
 from madis_stereo.model.config import parse_conf_mode
 from madis_stereo.model.network import check_pair
 
-__all__ = ["tile_offsets", "tile_weights", "tiled_predict"]
+__all__ = ["check_tiling", "tile_offsets", "tile_weights", "tiled_predict"]
 
 
 def tile_offsets(total: int, window: int, overlap: float) -> list[int]:
@@ -36,6 +36,21 @@ def tile_offsets(total: int, window: int, overlap: float) -> list[int]:
         raise InputError(f"overlap must be in [0, 1), got {overlap}")
     count = 1 + int(math.ceil((total - window) / ((1.0 - overlap) * window)))
     return [int(v) for v in np.linspace(0, total - window, count).round().astype(int)]
+
+
+def check_tiling(crop: Sequence[int], overlap: float, tile_batch: int = 1) -> tuple[int, int]:
+    """The window (height, width) of ``crop`` if the tiling settings are usable, else InputError naming the flag."""
+    if len(crop) != 2 or any(isinstance(c, bool) or int(c) != c for c in crop):
+        raise InputError(f"crop (--crop H W) must be two integers, got {list(crop)}")
+    win_h, win_w = int(crop[0]), int(crop[1])
+    if win_h <= 0 or win_w <= 0 or win_h % 32 or win_w % 32:
+        raise InputError(f"crop {win_h}x{win_w} (--crop H W): each side must be a positive multiple of 32 "
+                         "(e.g. --crop 256 512)")
+    if not 0.0 <= overlap < 1.0:
+        raise InputError(f"overlap (--overlap) must be in [0, 1), got {overlap}")
+    if isinstance(tile_batch, bool) or int(tile_batch) != tile_batch or tile_batch < 1:
+        raise InputError(f"tile batch (--tile-batch) must be an integer >= 1, got {tile_batch}")
+    return win_h, win_w
 
 
 def tile_weights(conf: Tensor, conf_mode: str) -> Tensor:
@@ -61,9 +76,7 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
         disparity [B, 1, H, W] and the blended confidence logit [B, H, W] (float32).
     """
     check_pair(left, right, multiple=1)
-    win_h, win_w = int(crop[0]), int(crop[1])
-    if win_h % 32 or win_w % 32:
-        raise InputError(f"crop {win_h}x{win_w} must be a multiple of 32 in both sides")
+    win_h, win_w = check_tiling(crop, overlap, tile_batch)
     tile_weights(torch.zeros(1), conf_mode)  # validates the mode before any work
     batch, _, height, width = left.shape
     scale = 1.0
@@ -77,8 +90,8 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
     acc_w = torch.full((batch, big_h, big_w), 1e-16, device=left.device)
     acc_c = torch.zeros(batch, big_h, big_w, device=left.device)
     tiles = [(y, x) for y in tile_offsets(big_h, win_h, overlap) for x in tile_offsets(big_w, win_w, overlap)]
-    for start in range(0, len(tiles), max(1, tile_batch)):
-        chunk = tiles[start : start + max(1, tile_batch)]
+    for start in range(0, len(tiles), tile_batch):
+        chunk = tiles[start : start + tile_batch]
         crops_l = torch.cat([left[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
         crops_r = torch.cat([right[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
         out = model(crops_l, crops_r)

@@ -164,12 +164,27 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def _checkpoints_in(folder: Path) -> str:
+    """``; it holds ...`` naming a run folder's best and latest checkpoints ('' when it holds none)."""
+    steps = sorted((int(p.stem[len("ckpt_step"):]), p) for p in folder.glob("ckpt_step*.safetensors")
+                   if p.stem[len("ckpt_step"):].isdigit())
+    found = []
+    if (folder / "best.safetensors").is_file():
+        found.append(f"{folder / 'best.safetensors'} (best validation)")
+    if steps:
+        found.append(f"{steps[-1][1]} (the latest)")
+    others = sorted(p.name for p in folder.glob("*.safetensors") if p.name != "best.safetensors"
+                    and not p.name.startswith("ckpt_step")) + sorted(p.name for p in folder.glob("*.pth"))
+    found += [str(folder / name) for name in others[:3]]
+    return f"; it holds {', '.join(found)}" if found else ""
+
+
 def checkpoint_format(path: Path) -> str:
     """'safetensors', 'torch' (zip or legacy pickle) or raise CheckpointError (missing, folder, other)."""
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{_checkpoints_in(path)}")
     with open(path, "rb") as fh:
         head = fh.read(16)
     if len(head) >= 9:
@@ -255,9 +270,12 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
-            f"refusing to load {path}: its pickle holds objects other than tensors and plain data "
-            f"(it could run code); {first_line(err)[:120]}"
+            f"refusing to load {path}: its pickle holds Python objects other than tensors and plain data{what}, "
+            "which could run code when loaded; load it only in code you trust and save its state_dict "
+            "(or use a madis-stereo .safetensors checkpoint)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         raise CheckpointError(f"{path}: truncated or corrupt PyTorch file ({first_line(err)[:160]})") from None

@@ -55,12 +55,18 @@ class DataConfig:
 
     ``val``: one dataset spec or None. ``augment``: ``AugmentConfig`` fields, None = no augmentation; the
     crop is ``model.crop`` (one source of truth for training and tiled inference).
+    ``render_on_device``: render the training pairs on the training device (``training.rendering``) instead
+    of loading them through DataLoader workers; ``train`` is then one ``synthetic`` spec of size
+    ``model.crop`` and ``augment`` is null. ``atlas_refresh`` (with ``render_on_device``): pairs between two
+    fresh texture atlases (0 = one atlas for the whole run).
     """
 
     train: tuple[dict, ...] = ()
     val: dict | None = None
     augment: dict | None = None
     val_overlap: float = 0.7
+    render_on_device: bool = False
+    atlas_refresh: int = 0
 
     def __post_init__(self) -> None:
         for i, spec in enumerate(self.train):
@@ -70,6 +76,8 @@ class DataConfig:
             raise ValueError("data.val has no 'name'")
         if not 0.0 <= self.val_overlap < 1.0:
             raise ValueError(f"val_overlap must be in [0, 1), got {self.val_overlap}")
+        if self.atlas_refresh < 0:
+            raise ValueError(f"atlas_refresh must be >= 0 (pairs; 0 = never), got {self.atlas_refresh}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,11 +2,13 @@
 config section (through ``madis_stereo.data``).
 
 Training items (``TrainingDataset``): ``{"left", "right": uint8 [3, H, W], "disparity": float32 [1, H, W]
-(+inf = invalid), "name": str}`` at the training crop, deterministic from (seed, epoch, index).
+(+inf = invalid), "name": str}`` at the training crop, deterministic from (seed, epoch, index). With
+``data.render_on_device`` the batches come from ``DeviceBatches`` instead, already on the device.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +23,8 @@ from madis_stereo.errors import ConfigError
 from madis_stereo.training.config import DataConfig
 from madis_stereo.utils.config import from_dict
 
-__all__ = ["TrainingDataset", "augment_config", "build_train_dataset", "build_val_dataset", "worker_init_fn"]
+__all__ = ["TrainingDataset", "augment_config", "build_device_batches", "build_train_dataset", "build_val_dataset",
+           "worker_init_fn"]
 
 
 class TrainingDataset(torch.utils.data.Dataset):
@@ -93,6 +96,26 @@ def build_train_dataset(cfg: DataConfig, crop: Sequence[int], seed: int) -> Data
     mixture = build_mixture([dict(spec) for spec in cfg.train])
     augment = None if cfg.augment is None else augment_config(cfg.augment, crop)
     return TrainingDataset(mixture, augment, seed)
+
+
+def build_device_batches(cfg: DataConfig, crop: Sequence[int], batch_size: int, device: torch.device,
+                         stream: int = 0) -> Any:
+    """``DeviceBatches`` of the one synthetic spec of ``data.train`` (``data.render_on_device``)."""
+    from madis_stereo.training.rendering import DeviceBatches
+
+    specs = [dict(spec) for spec in cfg.train]
+    if len(specs) != 1 or specs[0].get("name") != "synthetic":
+        raise ConfigError("data.render_on_device renders the synthetic world: data.train must be exactly one "
+                          "{name: synthetic, ...} spec")
+    if cfg.augment is not None:
+        raise ConfigError("data.render_on_device: set data.augment to null (the renderer varies the views itself)")
+    specs[0].pop("repeat", None)
+    dataset = build_dataset(specs[0])
+    size = [int(v) for v in dataset.config.size]
+    if size != [int(c) for c in crop]:
+        raise ConfigError(f"data.render_on_device: data.train.0.size {size} must equal model.crop {list(crop)}")
+    return DeviceBatches(dataclasses.replace(dataset.config, occlusion_mask=False), batch_size, device, stream,
+                         atlas_refresh=cfg.atlas_refresh)
 
 
 def build_val_dataset(cfg: DataConfig) -> Dataset | None:

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from madis_stereo.errors import InputError, first_line
+
 __all__ = ["DistEnv", "ResumableSampler", "all_reduce_sum", "broadcast_from_main", "pick_device", "setup",
            "teardown"]
 
@@ -38,14 +40,34 @@ class DistEnv:
         return self.world_size > 1
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> this process's CUDA device when available, else CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
+def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
+    """"auto" (or None) -> this process's CUDA device when available, else CPU; otherwise ``torch.device(name)``.
+
+    A device this machine does not have (``cuda`` on a CPU-only build or without a GPU, ``cuda:3`` with
+    two GPUs, ``mps`` off Apple silicon) raises InputError with one line that says so.
+    """
+    if name is None or name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise InputError(f"device {name!r} is not a device name ({first_line(err)})") from None
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
+    _check_available(device, name)
     return device
+
+
+def _check_available(device: torch.device, name: str) -> None:
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise InputError(f"device {name!r}: {why} (torch {torch.__version__}); use the cpu "
+                             "instead")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {name!r}: MPS (Apple silicon) is not available here; use the cpu instead")
 
 
 def setup(device_name: str = "auto") -> DistEnv:

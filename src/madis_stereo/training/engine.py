@@ -2,8 +2,8 @@
 
 MaDis step (METHOD.md section 2): masks for both views -> student ``forward_masked`` (left pass: disparity
 and left reconstruction; right pass: right reconstruction); the EMA teacher labels the unmasked pair;
-loss = w_gt L_gt + w_distill L_distill + w_rec (L_rec(left) + L_rec(right)). Baseline step: unmasked
-``forward`` and L_gt only.
+loss = w_gt L_gt + w_distill L_distill + w_rec (L_rec(left) + L_rec(right)), logged as the disjoint terms of
+``LOSS_TERMS`` (L_distill = gt + pseudo). Baseline step: unmasked ``forward`` and L_gt only.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from madis_stereo.training.losses import (
 from madis_stereo.training.schedule import build_optimizer, set_lr
 from madis_stereo.training.teacher import EMATeacher
 
-__all__ = ["AMP_DTYPES", "Engine", "StepResult", "StudentForward", "freeze_unused", "mask_generator", "step_masks"]
+__all__ = ["AMP_DTYPES", "Engine", "StepResult", "StudentForward", "freeze_unused", "mask_generator", "step_masks",
+           "warn_encoder_taps"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,18 @@ AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The coarsest DPT fusion block owns a residual unit for a skip input it never receives (CroCo keeps it so that
 # checkpoints map one-to-one). Frozen, so DDP needs no find_unused_parameters and AdamW never decays it.
 ALWAYS_UNUSED = ("head.fusion.3.rcu1.",)
+# What each logged term is (metrics.jsonl keys and the training log), and how the total is made of them.
+LOSS_TERMS = {
+    "gt": "Laplacian NLL on pixels with finite ground truth",
+    "pseudo": "Laplacian NLL on pixels without GT, against the EMA teacher's disparity (0 when the GT is dense)",
+    "recon_left": "masked-patch reconstruction MSE, left view",
+    "recon_right": "masked-patch reconstruction MSE, right view",
+}
+MADIS_TOTAL = ("loss = (w.gt + w.distill) * gt + w.distill * pseudo + w.recon_left * recon_left + "
+               "w.recon_right * recon_right (the distillation loss gt + pseudo counts GT pixels again, as the "
+               "public MaDis code does)")
+BASELINE_TOTAL = "loss = w.gt * gt"
+
 # The unmasked forward of the baseline uses neither the mask token nor the reconstruction head.
 BASELINE_UNUSED = ("mask_token", "recon_head.")
 
@@ -68,6 +81,26 @@ def step_masks(generator: torch.Generator, batch: int, num_tokens: int, ratio: f
     """Left and right masks [batch, num_tokens] (True = masked): int(ratio * N) per row, every row independent."""
     masks = random_masks(2 * batch, num_tokens, ratio, generator)
     return masks[:batch], masks[batch:]
+
+
+def warn_encoder_taps(arch: Any, mask_ratio: float) -> bool:
+    """Warn (and return True) when masked training meets DPT taps on encoder layers.
+
+    Under MaDis masking the encoder only sees the visible tokens, so an encoder tap hands the DPT head zeros
+    at the masked positions during training, while inference gives it every token: the head learns from
+    features it never gets at test time. Decoder layers see every position in training too. Without masking
+    (the CroCo-Stereo baseline) encoder taps are fine, as in CroCo-Stereo itself.
+    """
+    encoder_taps = [h for h in arch.hooks if h < arch.enc_depth]
+    if mask_ratio <= 0 or not encoder_taps:
+        return False
+    decoder = list(range(arch.enc_depth + arch.dec_depth - 4, arch.enc_depth + arch.dec_depth))
+    log.warning("model.dpt_hooks %s tap encoder layer(s) %s: with MaDis masking (ratio %g) the DPT head gets "
+                "zeros at masked tokens there in training but full features at inference. MaDis taps decoder "
+                "layers only (e.g. model.dpt_hooks=%s for this %d+%d-layer model), or "
+                "train with madis.enabled=false (no masking)", list(arch.hooks), encoder_taps, mask_ratio,
+                decoder, arch.enc_depth, arch.dec_depth)
+    return True
 
 
 class StudentForward(nn.Module):
@@ -132,6 +165,8 @@ class Engine:
             self.net = DistributedDataParallel(self.net, device_ids=ids, gradient_as_bucket_view=True)
         t = cfg.teacher
         self.teacher = EMATeacher(self.model, t.momentum, t.scope, t.detach, t.start_step) if self.masked else None
+        if env.is_main:
+            warn_encoder_taps(self.model.config, cfg.madis.mask_ratio if self.masked else 0.0)
         o = cfg.optim
         fused = env.device.type in ("cpu", "cuda")
         self.optimizer = build_optimizer(self.model, o.lr, o.betas, o.weight_decay, fused=fused)
@@ -183,14 +218,14 @@ class Engine:
         d, c = out.disparity.float(), out.confidence.float()
         p = self.model.config.patch_size
         on_gt, on_pseudo = distillation_terms(d, c, gt, pseudo.float(), self.laplace)
-        terms = {
+        terms = {  # disjoint parts (see LOSS_TERMS); the distillation loss is gt + pseudo
             "gt": on_gt,  # = gt_loss(d, c, gt)
-            "distill": on_gt + on_pseudo,  # = distillation_loss(d, c, gt, pseudo)
+            "pseudo": on_pseudo,
             "recon_left": reconstruction_loss(out.recon_left, left, mask_l, p),
             "recon_right": reconstruction_loss(out.recon_right, right, mask_r, p),
         }
         w = self.cfg.madis.weights
-        total = (w.gt * terms["gt"] + w.distill * terms["distill"] + w.recon_left * terms["recon_left"]
+        total = ((w.gt + w.distill) * terms["gt"] + w.distill * terms["pseudo"] + w.recon_left * terms["recon_left"]
                  + w.recon_right * terms["recon_right"])
         return {"loss": total, **terms}
 

@@ -8,19 +8,27 @@ that ``ckpt_step{N}.safetensors`` (written first, so the state never points at a
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import random
 import re
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from madis_stereo.errors import CheckpointError, first_line
+from madis_stereo.errors import CheckpointError, TrainingError, first_line
 from madis_stereo.utils.files import atomic_path
 
 __all__ = [
     "CKPT_PATTERN",
+    "LOCK_NAME",
+    "RunLock",
     "STATE_NAME",
     "capture_rng",
     "checkpoint_name",
@@ -33,6 +41,9 @@ __all__ = [
 ]
 
 STATE_NAME = "train_state.pt"
+LOCK_NAME = ".run.lock"
+
+log = logging.getLogger(__name__)
 CKPT_PATTERN = re.compile(r"ckpt_step(\d+)\.safetensors")
 
 
@@ -108,3 +119,70 @@ def remove_stale_temp_files(run_dir: str | Path) -> list[str]:
         path.unlink(missing_ok=True)
         removed.append(path.name)
     return removed
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while one process trains into it.
+
+    ``fcntl.flock`` on ``RUN_DIR/.run.lock``: the kernel releases it when the process ends in any way, so a
+    crashed run leaves its details in the file but no lock, and the next run takes it over (saying whose it
+    was). While held, the file names the holder's pid, host, start time and command line, which a refused
+    second process prints; a clean release empties it.
+    Without ``fcntl`` (Windows) the folder is not locked.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fh: Any = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        fh = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = _describe_holder(fh.read())
+            fh.close()
+            raise TrainingError(f"{self.path.parent} is in use by another training process ({holder}); wait for "
+                                "it to finish or stop it, or choose another run folder") from None
+        fh.seek(0)
+        previous = fh.read()
+        if previous.strip():
+            log.info("%s: took over the lock of a run that ended without releasing it (%s)", self.path.parent,
+                     _describe_holder(previous))
+        fh.seek(0)
+        fh.truncate()
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "command": " ".join(sys.argv)}
+        fh.write(json.dumps(holder) + "\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        """Empty the file (an empty file = released cleanly) and unlock. The file stays: deleting it could
+        let a process that opened it just before lock a file nobody else sees."""
+        if self._fh is None:
+            return
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.close()  # closing the file releases the flock
+        self._fh = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
+    except (ValueError, KeyError, TypeError):
+        return "a process that left no details"

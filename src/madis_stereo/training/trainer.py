@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from madis_stereo.model.network import StereoModel
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
-from madis_stereo.training.data import build_train_dataset, build_val_dataset, worker_init_fn
-from madis_stereo.training.engine import Engine, StepResult
+from madis_stereo.training.data import build_device_batches, build_train_dataset, build_val_dataset, worker_init_fn
+from madis_stereo.training.engine import BASELINE_TOTAL, LOSS_TERMS, MADIS_TOTAL, Engine, StepResult
+from madis_stereo.training.progress import TrainConsole
+from madis_stereo.training.rendering import DeviceBatches
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
 from madis_stereo.training.teacher import check_teacher_start
@@ -47,13 +50,15 @@ BUDGET_MARGIN = 0.97  # leave room for the final validation and checkpoint
 
 @dataclass
 class TrainResult:
-    """What a finished run leaves: its folder, final step, last checkpoint, best validation and the engine."""
+    """What a finished run leaves: its folder, final step, last checkpoint, best validation, the engine and how
+    many steps this call trained (0 when a resumed run had already finished)."""
 
     run_dir: Path
     step: int
     checkpoint: Path | None
     best: dict[str, Any] | None
     engine: Engine
+    steps_trained: int = 0
 
 
 def build_student(cfg: TrainConfig) -> StereoModel:
@@ -89,7 +94,7 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Runs one training run in one process (one rank of a torchrun job)."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, env: D.DistEnv, train_dataset: Dataset,
+    def __init__(self, cfg: TrainConfig, run_dir: Path, env: D.DistEnv, train_dataset: Dataset | DeviceBatches,
                  val_dataset: Dataset | None = None, resume: bool = False) -> None:
         self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
@@ -104,6 +109,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.last_val: dict[str, float] = {}
         self.last_saved = -1
+        self.console: TrainConsole | None = None  # set by fit()
         self.started = time.perf_counter()
         self.pace_mark = (self.started, 0)
         self.budget_fixed = self.cfg.optim.time_budget_s is None
@@ -126,31 +132,53 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        """Train to ``total_steps`` (validating and checkpointing on the way); return the result."""
+        """Train to ``total_steps`` (validating and checkpointing on the way); return the result.
+
+        A resumed run that has already reached ``total_steps`` trains nothing and says so.
+        """
+        if self.step >= self.total_steps:
+            self.logger.close()
+            log.warning("%s already finished at step %d (of %d): nothing to train; to train longer, resume with "
+                        "optim.max_steps=N above %d", self.run_dir, self.step, self.total_steps, self.step)
+            last = self.run_dir / S.checkpoint_name(self.step)
+            return TrainResult(self.run_dir, self.step, last if self.env.is_main else None, self.best, self.engine,
+                               steps_trained=0)
+        first_step = self.step
         log.info("training %d steps (%d per epoch, warm-up %d) in %s", self.total_steps, self.steps_per_epoch,
                  self.warmup_steps, self.run_dir)
-        bar = _progress(self.total_steps, self.step, self.env.is_main)
+        if self.env.is_main:
+            names = LOSS_TERMS if self.cfg.madis.enabled else {"gt": LOSS_TERMS["gt"]}
+            log.info("loss terms: %s; %s", "; ".join(f"{k} = {v}" for k, v in names.items()),
+                     MADIS_TOTAL if self.cfg.madis.enabled else BASELINE_TOTAL)
+        o = self.cfg.optim
+        self.console = TrainConsole(self.total_steps, self.step, o.batch_size * o.accum_steps * self.env.world_size,
+                                    self.cfg.run.log_every, self.env.is_main, o.time_budget_s)
+        last = None
         try:
             while self.step < self.total_steps:
                 for micro_batches in self._epoch_batches():
-                    self._train_step(micro_batches, bar)
+                    self._train_step(micro_batches)
                     if self.step >= self.total_steps:
                         break
                 if self.position >= self.steps_per_epoch:
                     self.epoch, self.position = self.epoch + 1, 0
             if self.last_saved != self.step:
                 self._checkpoint()
+            last = self.run_dir / S.checkpoint_name(self.step) if self.env.is_main else None
         finally:
-            bar.close()
+            self.console.finish(self.step, self.run_dir, last, self.best, self.logger.writer is not None)
             self.logger.close()
             self.loader = None  # stops its persistent workers
-        last = self.run_dir / S.checkpoint_name(self.step)
-        return TrainResult(self.run_dir, self.step, last if self.env.is_main else None, self.best, self.engine)
+        return TrainResult(self.run_dir, self.step, last, self.best, self.engine, steps_trained=self.step - first_step)
 
     def _epoch_batches(self) -> Iterator[list[dict[str, Any]]]:
         """Groups of ``accum_steps`` micro-batches for the rest of the current epoch."""
         o = self.cfg.optim
         self.sampler.set_position(self.epoch, self.position * o.batch_size * o.accum_steps)
+        if isinstance(self.train_dataset, DeviceBatches):  # rendered on the device: batch n is a function of n
+            for _ in range(self.steps_per_epoch - self.position):
+                yield [self.train_dataset.batch(self.step * o.accum_steps + i) for i in range(o.accum_steps)]
+            return
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(self.epoch)
         if self.loader is None:  # built once: its worker processes persist across epochs
@@ -163,7 +191,7 @@ class Trainer:
         for _ in range(self.steps_per_epoch - self.position):
             yield [next(batches) for _ in range(o.accum_steps)]
 
-    def _fit_budget(self, bar: Any) -> None:
+    def _fit_budget(self) -> None:
         """Set ``total_steps`` so that the run ends within ``optim.time_budget_s`` (same on every rank)."""
         now = time.perf_counter()
         pace = (now - self.pace_mark[0]) / max(1, self.step - self.pace_mark[1])
@@ -174,21 +202,21 @@ class Trainer:
         self.warmup_steps = min(self.cfg_warmup_steps, self.total_steps)
         self.pace_mark = (now, self.step)
         self.budget_fixed = self.step >= BUDGET_FIT_STEPS[-1]
-        bar.total = self.total_steps
         log.info("time budget %.0f s: %.3f s per step lately, the run ends at step %d",
                  self.cfg.optim.time_budget_s, pace, self.total_steps)
 
-    def _train_step(self, micro_batches: list[dict[str, Any]], bar: Any) -> None:
+    def _train_step(self, micro_batches: list[dict[str, Any]]) -> None:
         if not self.budget_fixed and self.step == BUDGET_PACE_START:
             self.pace_mark = (time.perf_counter(), self.step)
         if not self.budget_fixed and self.step in BUDGET_FIT_STEPS:
-            self._fit_budget(bar)
+            self._fit_budget()
         start = time.perf_counter()
         lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.cfg.optim.lr)
         result = self.engine.step(micro_batches, self.step, lr)
         self.step += 1
         self.position += 1
-        self._record(result, time.perf_counter() - start, bar)
+        self._record(result, time.perf_counter() - start)
+        self.console.step(self.step, self.total_steps, result.losses, result.lr)
         self._guard_nonfinite(result)
         run = self.cfg.run
         final = self.step >= self.total_steps
@@ -197,7 +225,7 @@ class Trainer:
         if (run.ckpt_every and self.step % run.ckpt_every == 0) or final:
             self._checkpoint()
 
-    def _record(self, result: StepResult, seconds: float, bar: Any) -> None:
+    def _record(self, result: StepResult, seconds: float) -> None:
         record = {"kind": "train", "step": self.step, "epoch": self.epoch, "lr": result.lr, **result.losses,
                   "time": seconds, "skipped": result.skipped}
         if result.grad_norm is not None:
@@ -206,11 +234,6 @@ class Trainer:
             record["loss_scale"] = result.loss_scale
         log_now = self.cfg.run.log_every and self.step % self.cfg.run.log_every == 0
         self.logger.write(record, scalars=bool(log_now))
-        bar.update(1)
-        bar.set_postfix(loss=f"{result.losses['loss']:.4f}", s_per_step=f"{seconds:.2f}", refresh=False)
-        if log_now and self.env.is_main:
-            terms = " ".join(f"{k}={v:.4f}" for k, v in result.losses.items())
-            log.info("step %d/%d lr=%.3g %s (%.2f s/step)", self.step, self.total_steps, result.lr, terms, seconds)
 
     def _guard_nonfinite(self, result: StepResult) -> None:
         if result.skipped and not result.failed:
@@ -233,9 +256,8 @@ class Trainer:
                            arch.conf_mode, self.engine.autocast())
         self.last_val = metrics
         self.logger.write({"kind": "val", "step": self.step, **metrics})
-        if self.env.is_main:
-            log.info("validation at step %d: %s", self.step, metrics)
         key = self.cfg.run.best_metric
+        self.console.validation(self.step, metrics, key)
         if key not in metrics:
             return
         if self.best is None or metrics[key] < self.best["value"]:
@@ -282,43 +304,73 @@ class Trainer:
         log.info("resumed %s at step %d (epoch %d)", self.run_dir, self.step, self.epoch)
 
 
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, disable=None if enabled else True, desc="train", unit="step",
-                dynamic_ncols=True)
-
-
-def prepare_run_dir(cfg: TrainConfig, out_dir: str | Path | None, resume: bool) -> Path:
-    """The run folder: must hold a run to resume, and must not hold one to start afresh."""
+def prepare_run_dir(cfg: TrainConfig, out_dir: str | Path | None) -> tuple[Path, bool]:
+    """The run folder (created when missing) and whether this call created it."""
     chosen = out_dir if out_dir is not None else cfg.run.out_dir
     if chosen is None:
         raise ConfigError("no run folder: pass --out DIR or set run.out_dir")
     run_dir = Path(chosen)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} is a file")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, created
+
+
+def check_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """A run to resume must be there and keep its model; a fresh run must not overwrite one."""
     has_state = (run_dir / S.STATE_NAME).is_file()
     if resume and not has_state:
         raise CheckpointError(f"cannot resume: {run_dir / S.STATE_NAME} not found")
     if not resume and has_state:
         raise ConfigError(f"{run_dir} already holds a training run; resume it with --resume {run_dir} "
                           "or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    saved_path = run_dir / CONFIG_NAME
+    if resume and saved_path.is_file():
+        from madis_stereo.training.config import load_train_config
+
+        saved = load_train_config(saved_path).to_dict()["model"]
+        given = cfg.to_dict()["model"]
+        changed = [f"model.{k}={given.get(k)!r} (the run has {saved.get(k)!r})"
+                   for k in sorted(set(saved) | set(given)) if saved.get(k) != given.get(k)]
+        if changed:
+            raise ConfigError(f"--resume {run_dir}: the model of a run is fixed by its checkpoints, so "
+                              f"{', '.join(changed)} cannot apply; drop the model override(s) or start a new run "
+                              f"with model.init={run_dir}/best.safetensors")
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
-          train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> TrainResult:
+          train_dataset: Dataset | DeviceBatches | None = None, val_dataset: Dataset | None = None) -> TrainResult:
     """Train per ``cfg`` in this process (one rank under torchrun); datasets default to the ``data`` section.
 
-    ``resume``: continue the run in ``out_dir`` (or ``run.out_dir``) from its ``train_state.pt``.
+    ``resume``: continue the run in ``out_dir`` (or ``run.out_dir``) from its ``train_state.pt``. The run
+    folder is locked while this runs (:class:`~madis_stereo.training.state.RunLock`, on rank 0); a run
+    that fails before its first step leaves no folder it created behind.
     """
     env = D.setup(cfg.run.device)
     try:
-        run_dir = prepare_run_dir(cfg, out_dir, resume)
-        if train_dataset is None:
-            train_dataset = build_train_dataset(cfg.data, cfg.model.arch.crop, cfg.run.seed)
-        if val_dataset is None:
-            val_dataset = build_val_dataset(cfg.data)
-        trainer = Trainer(cfg, run_dir, env, train_dataset, val_dataset, resume=resume)
-        return trainer.fit()
+        run_dir, created = prepare_run_dir(cfg, out_dir)
+        lock = S.RunLock(run_dir)
+        try:
+            if env.is_main:
+                lock.acquire()
+            check_run_dir(cfg, run_dir, resume)
+            if train_dataset is None and cfg.data.render_on_device:
+                train_dataset = build_device_batches(cfg.data, cfg.model.arch.crop, cfg.optim.batch_size,
+                                                     env.device, env.rank)
+            elif train_dataset is None:
+                train_dataset = build_train_dataset(cfg.data, cfg.model.arch.crop, cfg.run.seed)
+            if val_dataset is None:
+                val_dataset = build_val_dataset(cfg.data)
+            trainer = Trainer(cfg, run_dir, env, train_dataset, val_dataset, resume=resume)
+        except BaseException:
+            lock.release()
+            if created and env.is_main:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        try:
+            return trainer.fit()
+        finally:
+            lock.release()
     finally:
         D.teardown(env)

@@ -129,6 +129,16 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
 
 
+def yaml_error_text(err: yaml.YAMLError) -> str:
+    """``:LINE:COLUMN: not valid YAML: PROBLEM (CONTEXT at line N)`` on one line, from a PyYAML error."""
+    mark = getattr(err, "problem_mark", None)
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    detail = f" ({context} at line {context_mark.line + 1})" if context and context_mark is not None else ""
+    return f"{where}: not valid YAML: {problem}{detail}"
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing or malformed file raises ConfigError naming it."""
     path = Path(path)
@@ -137,7 +147,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}{yaml_error_text(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -16,9 +16,21 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("predict", "train", "evaluate", "analyze", "export", "demo", "info", "data")
+SUBCOMMANDS = ("predict", "rectify", "app", "train", "evaluate", "analyze", "export", "demo", "info", "data")
 
 log = logging.getLogger("madis_stereo")
+
+
+def _version() -> str:
+    """``madis-stereo X (Python Y)``, X from the installed distribution's metadata."""
+    import platform
+    from importlib import metadata
+
+    try:
+        version = metadata.version("madis-stereo")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        version = "(not installed)"
+    return f"madis-stereo {version} (Python {platform.python_version()})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="madis-stereo",
         description="MaDis-Stereo / CroCo-Stereo: train, run and evaluate Transformer stereo matching.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -51,10 +51,10 @@ def run_attention_distance(args: argparse.Namespace) -> int:
 
     if args.plot is None and args.json is None:
         raise ValueError("nothing to write: give --plot and/or --json")
+    device = common.cli_device(args)
     pairs = [(p.left, p.right) for p in find_pairs(args.inputs)]
     from madis_stereo.model.checkpoint import load_model
 
-    device = args.device or common.default_device()
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
     results: dict[str, dict] = {}
     crop = tuple(args.crop) if args.crop else None

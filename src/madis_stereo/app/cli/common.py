@@ -20,17 +20,26 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on many pairs)")
 
 
-def default_device() -> str:
-    import torch
+def cli_device(args: argparse.Namespace) -> Any:
+    """The torch device of --device (default: CUDA when available, else the CPU); one-line error when absent."""
+    from madis_stereo.training.distributed import pick_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return pick_device(args.device)
+
+
+def check_tiling_args(args: argparse.Namespace) -> None:
+    """--crop, --overlap and --tile-batch, checked before any model or image is loaded."""
+    from madis_stereo.inference.tiling import check_tiling
+
+    check_tiling(args.crop or (32, 32), args.overlap, args.tile_batch)
 
 
 def load_cli_model(args: argparse.Namespace) -> Any:
     """The model named by --checkpoint, or the bundled default, on --device."""
     from madis_stereo.model.checkpoint import load_default_model, load_model
 
-    device = args.device or default_device()
+    check_tiling_args(args)
+    device = cli_device(args)
     if args.checkpoint:
         model = load_model(args.checkpoint, map_location=device)
     else:
@@ -39,8 +48,40 @@ def load_cli_model(args: argparse.Namespace) -> Any:
     return model
 
 
+def dataset_spec(name: str, root: Any, split: str | None, overrides: list[str]) -> dict[str, Any]:
+    """The ``build_dataset`` spec of --dataset/--root/--split/--set KEY=VALUE, checked against the dataset's keys.
+
+    --root and --split go in only for datasets that have them (``synthetic`` reads no folder, ``folder``
+    has no splits), with a one-line error naming the flag when one is given to a dataset without it.
+    """
+    from madis_stereo.data import DATASETS, dataset_keys
+    from madis_stereo.errors import ConfigError
+    from madis_stereo.utils.config import apply_overrides
+
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{name}'; choose from {', '.join(DATASETS)}")
+    keys = dataset_keys(name)
+    options = apply_overrides({}, overrides)
+    for key in ("name", "root", "split"):
+        if key in options:
+            raise ConfigError(f"use --dataset/--root/--split instead of --set {key}=...")
+    spec: dict[str, Any] = {"name": name}
+    if root is not None:
+        if "root" not in keys:
+            raise ConfigError(f"dataset '{name}' is generated and reads no folder: drop --root (a synthetic set "
+                              "written by 'madis-stereo data make-synthetic' is read with --dataset folder)")
+        spec["root"] = str(root)
+    elif "root" in keys:
+        raise ConfigError(f"dataset '{name}' needs --root DIR (its folder)")
+    if split is not None:
+        if "split" not in keys:
+            raise ConfigError(f"dataset '{name}' has no splits: drop --split")
+        spec["split"] = split
+    return {**spec, **options}
+
+
 def predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"crop": args.crop, "overlap": args.overlap, "device": args.device or default_device(),
+    return {"crop": args.crop, "overlap": args.overlap, "device": cli_device(args),
             "precision": "bf16" if args.bf16 else "fp32", "tile_batch": args.tile_batch,
             "compile": getattr(args, "compile", False)}
 

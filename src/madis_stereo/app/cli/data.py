@@ -36,18 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--out", type=Path, help="sheet PNG path (default: no sheet)")
     check.add_argument("--verify", action="store_true", help="load every sample and report unreadable ones")
     check.set_defaults(func=run_check)
-
-
-def dataset_spec(args: argparse.Namespace) -> dict:
-    """The ``build_dataset`` spec from the command line options."""
-    from madis_stereo.utils.config import apply_overrides
-
-    spec: dict = {"name": args.dataset}
-    if args.root is not None:
-        spec["root"] = str(args.root)
-    if args.split is not None:
-        spec["split"] = args.split
-    return apply_overrides(spec, args.overrides)
+    make = sub.add_parser(
+        "make-synthetic", help="write scenes of the synthetic world to disk in a dataset layout",
+        description="Render scenes 0..COUNT-1 of the seeded synthetic stereo world (exact dense GT, occlusion "
+                    "masks) and write them in one of the layouts our readers take: folder (left/, right/, "
+                    "disparity/*.pfm), pairs (NNNN_left.png / NNNN_right.png in one folder, no GT), kitti2015, "
+                    "kitti2012, middlebury (MiddEval3 trainingF) or eth3d. Prints the commands that read it.")
+    make.add_argument("--layout", required=True, choices=("folder", "pairs", "kitti2015", "kitti2012", "middlebury",
+                                                          "eth3d"), help="folder layout to write")
+    make.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder")
+    make.add_argument("--count", type=int, default=16, help="number of scenes (default 16)")
+    make.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size (default 352 704)")
+    make.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="a synthetic-world key (docs/DATA.md), e.g. seed=3, max_disparity=64, lighting=0")
+    make.set_defaults(func=run_make_synthetic)
 
 
 def _panel(image: np.ndarray, label: str) -> np.ndarray:
@@ -82,10 +84,11 @@ def sample_sheet(samples: list[dict]) -> np.ndarray:
 def run_check(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from madis_stereo.app.cli.common import dataset_spec
     from madis_stereo.data import build_dataset, write_image
     from madis_stereo.errors import DataError
 
-    dataset = build_dataset(dataset_spec(args))
+    dataset = build_dataset(dataset_spec(args.dataset, args.root, args.split, args.overrides))
     print(dataset.describe())
     if args.verify:
         bad = []
@@ -108,8 +111,33 @@ def run_check(args: argparse.Namespace) -> int:
             valid = np.isfinite(disparity) if disparity is not None else None
             rng = f", disparity {disparity[valid].min():.2f}..{disparity[valid].max():.2f}" \
                 if valid is not None and valid.any() else ""
-            print(f"  {sample['name']}: {sample['left'].shape[1]}x{sample['left'].shape[0]}{rng}")
+            print(f"  {sample['name']}: {sample['left'].shape[0]}x{sample['left'].shape[1]} (HxW, like --crop){rng}")
         if args.out is not None:
             write_image(args.out, sample_sheet(samples))
             print(f"wrote {args.out}")
+    return 0
+
+
+def run_make_synthetic(args: argparse.Namespace) -> int:
+    from madis_stereo.app.cli.common import dataset_spec, progress
+    from madis_stereo.data import build_dataset
+    from madis_stereo.data.synthetic.disk import read_spec, write_synthetic
+
+    spec = dataset_spec("synthetic", None, None, args.overrides)
+    if args.size is not None:
+        spec["size"] = list(args.size)
+    config = build_dataset(spec).config  # checks every key and value
+    names = write_synthetic(args.out, args.layout, args.count, config,
+                            progress=lambda it: progress(it, args.count, "render", "scene", disable=args.quiet))
+    height, width = config.size
+    print(f"wrote {len(names)} {height}x{width} scene(s) (seed {config.seed}), {args.layout} layout, to {args.out}")
+    read = read_spec(args.layout, args.out)
+    name = read.pop("name")
+    root = read.pop("root")
+    options = "".join(f" --set {key}='{value}'" for key, value in read.items())
+    print(f"check it:    madis-stereo data check --dataset {name} --root {root}{options}")
+    if args.layout == "pairs":
+        print(f"predict:     madis-stereo predict {root} {root} -o {root}_predictions")
+    else:
+        print(f"evaluate:    madis-stereo evaluate --dataset {name} --root {root}{options}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "EPE on occ/noc; ETH3D/Middlebury: bad-0.5/1/2/4, avgerr, rms, A50..A99 on nonocc/all; SceneFlow: "
         "EPE, bad-1 on |gt| < 192). Writes per-image and aggregate results as JSON.")
     p.add_argument("--dataset", required=True, help="kitti2012, kitti2015, eth3d, middlebury, sceneflow, folder, ...")
-    p.add_argument("--root", required=True, type=Path, metavar="DIR", help="dataset root folder")
-    p.add_argument("--split", default="train", help="dataset split (default train; test = submission only)")
+    p.add_argument("--root", type=Path, metavar="DIR", help="dataset root folder (every dataset but synthetic)")
+    p.add_argument("--split", choices=("train", "test"),
+                   help="benchmark split (default train; test = submission only); folder and synthetic have none")
     p.add_argument("--set", dest="dataset_options", action="append", default=[], metavar="KEY=VALUE",
                    help="further dataset option (e.g. resolution=H for Middlebury)")
     p.add_argument("--max-images", type=int, metavar="N", help="evaluate only the first N pairs")
@@ -41,16 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--algo", default="MaDis", help="method name in Middlebury submission files (default MaDis)")
     common.add_model_arguments(p)
     p.set_defaults(func=run)
-
-
-def _dataset_config(args: argparse.Namespace) -> dict[str, Any]:
-    from madis_stereo.utils.config import apply_overrides
-
-    options = apply_overrides({}, args.dataset_options)
-    for key in ("name", "root", "split"):
-        if key in options:
-            raise ValueError(f"use --dataset/--root/--split instead of --set {key}=...")
-    return {"name": args.dataset, "root": str(args.root), "split": args.split, **options}
 
 
 def _table(result: Any) -> str:
@@ -70,13 +62,15 @@ def run(args: argparse.Namespace) -> int:
     from madis_stereo.data import build_dataset
     from madis_stereo.evaluation.evaluate import SubmissionWriter, evaluate_dataset, protocol_for
     from madis_stereo.inference.predictor import Predictor
+    from madis_stereo.utils.console import duration, summary
     from madis_stereo.utils.files import atomic_write_bytes
 
-    config = _dataset_config(args)
+    started = time.perf_counter()
+    config = common.dataset_spec(args.dataset, args.root, args.split, args.dataset_options)
     protocol = protocol_for(args.dataset)
     writer = None
     if args.submission is not None:
-        writer = SubmissionWriter(args.dataset, args.submission, algo=args.algo, split=args.split,
+        writer = SubmissionWriter(args.dataset, args.submission, algo=args.algo, split=config.get("split", "train"),
                                   resolution=str(config.get("resolution", "F")))
     dataset = build_dataset(config)
     predictor = Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
@@ -87,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
         predictor, dataset, protocol, max_images=args.max_images, submission=writer,
         progress=lambda it: common.progress(it, total, "evaluate", "pair", disable=args.quiet))
     print(_table(result))
-    print(f"{len(result.per_image)} pair(s), {result.mean_runtime:.3f} s per pair")
+    items: list[tuple[str, Any]] = [
+        ("dataset", f"{args.dataset} ({args.split}) at {args.root}, protocol {protocol}"),
+        ("checkpoint", str(args.checkpoint or "bundled default")),
+        ("pairs", f"{len(result.per_image)} in {duration(time.perf_counter() - started)} "
+                  f"({result.mean_runtime:.3f} s per pair for the model)")]
     if args.out is not None:
         report = {"dataset": config, "checkpoint": str(args.checkpoint or "bundled default"),
                   "settings": {"crop": list(predictor.crop), "overlap": predictor.overlap,
@@ -95,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                                "device": str(predictor.device)},
                   **result.to_dict()}
         atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
-        log.info("results written to %s", args.out)
+        items.append(("results", str(args.out)))
     if writer is not None:
-        log.info("submission files written under %s (%d files)", args.submission, len(result.submission))
+        items.append(("submission", f"{args.submission} ({len(result.submission)} files)"))
+    log.info("%s", summary("evaluate finished", items))
     return 0

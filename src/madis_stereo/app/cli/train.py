@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         config = str(Path(args.resume) / CONFIG_NAME)
     cfg = load_train_config(config, overrides)
     result = train(cfg, out_dir=args.resume or args.out, resume=bool(args.resume))
-    if result.checkpoint is not None:
-        print(f"trained {result.step} steps; last checkpoint: {result.checkpoint}")
+    if result.checkpoint is not None and result.steps_trained:
+        print(f"trained {result.steps_trained} steps (now at step {result.step}); last checkpoint: {result.checkpoint}")
+    elif result.checkpoint is not None:
+        print(f"nothing trained: the run already finished at step {result.step}; last checkpoint: {result.checkpoint}")
     return 0

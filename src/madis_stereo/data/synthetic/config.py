@@ -11,10 +11,14 @@ __all__ = ["SyntheticConfig"]
 class SyntheticConfig:
     """Synthetic scene generator settings (YAML keys of ``{"name": "synthetic", ...}``).
 
-    ``size`` is (height, width); disparities lie in [min_disparity, max_disparity] pixels. ``lighting``
-    scales the photometric differences between the views (0 = identical photometry); ``noise_std`` is the
-    largest per-view Gaussian noise std (fraction of the 0-255 range). ``occlusion_mask: false`` skips the
-    exact ``nonocc`` mask (None in the samples; training does not use it), about a fifth of the cost.
+    ``size`` is (height, width); disparities lie in [min_disparity, max_disparity] pixels. ``curved_prob``:
+    share of objects with a curved (quadratic) surface; ``weak_texture_prob``: share of floors and walls
+    (half that for the background) with weak, low-contrast texture; ``shading``: strength of the shading by
+    surface orientation (0 = none). ``lighting`` scales the photometric differences between the views
+    (0 = identical photometry); ``noise_std`` is the largest per-view Gaussian noise std (fraction of the
+    0-255 range). Textures come from an atlas of ``atlas_tiles`` tiles of ``atlas_tile_size`` texels built
+    from the seed. ``occlusion_mask: false`` skips the exact ``nonocc`` mask (None in the samples; training
+    does not use it).
     """
 
     size: tuple[int, int] = (352, 704)
@@ -32,6 +36,11 @@ class SyntheticConfig:
     specular_prob: float = 0.2
     noise_std: float = 0.02
     blur_prob: float = 0.3
+    curved_prob: float = 0.3
+    weak_texture_prob: float = 0.5
+    shading: float = 1.0
+    atlas_tiles: int = 48
+    atlas_tile_size: int = 256
     occlusion_mask: bool = True
 
     def __post_init__(self) -> None:
@@ -43,6 +52,10 @@ class SyntheticConfig:
             raise ValueError(f"need 0 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
         if self.length < 1 or self.max_extra_planes < 0 or self.lighting < 0 or self.noise_std < 0:
             raise ValueError("length must be >= 1; max_extra_planes, lighting and noise_std >= 0")
-        for name in ("thin_prob", "slant_prob", "textureless_prob", "specular_prob", "blur_prob"):
+        if self.atlas_tiles < 1 or self.atlas_tile_size < 4:
+            raise ValueError(f"atlas_tiles must be >= 1 and atlas_tile_size >= 4, got {self.atlas_tiles}, "
+                             f"{self.atlas_tile_size}")
+        for name in ("thin_prob", "slant_prob", "textureless_prob", "specular_prob", "blur_prob", "curved_prob",
+                     "weak_texture_prob", "shading"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Box", "Ellipse", "Fence", "Radial", "Ring", "Shape", "random_shape"]
+__all__ = ["Box", "Ellipse", "Fence", "Radial", "Ring", "Shape"]
 
 _ANGLES = 4096  # angular resolution of the tabulated outline of star-shaped regions
 
@@ -168,38 +168,3 @@ class Radial(Shape):
         # int32, not intp: the float32 -> int64 conversion is several times slower
         index = ((np.arctan2(v, u) + np.float32(math.pi)) * np.float32(_ANGLES / (2 * math.pi))).astype(np.int32)
         return u * u + v * v <= np.take(self._squared_outline, index)
-
-
-_KIND_CDF = np.cumsum([0.2, 0.3, 0.3, 0.12, 0.08])
-
-
-def random_shape(rng: np.random.Generator, cx: float, cy: float, size: float, thin_prob: float) -> Shape:
-    """A random shape of about ``size`` pixels radius centred at (cx, cy)."""
-    angle = float(rng.uniform(0, math.pi))
-    if rng.random() < thin_prob:
-        count = int(rng.integers(1, 8))
-        half_width = float(rng.uniform(0.6, 3.0)) if rng.random() < 0.7 else float(rng.uniform(3, 8))
-        spacing = max(4 * half_width, float(rng.uniform(0.15, 0.6)) * size)
-        return Fence(cx, cy, angle, length=float(rng.uniform(0.8, 3.0)) * size, half_width=half_width,
-                     spacing=spacing, count=count, cross=bool(rng.random() < 0.2))
-    kind = ("ellipse", "polygon", "blob", "box", "ring")[min(4, int(np.searchsorted(_KIND_CDF, rng.random())))]
-    aspect = float(np.exp(rng.uniform(-0.8, 0.8)))
-    if kind == "ellipse":
-        return Ellipse(cx, cy, angle, rx=size, ry=size * aspect)
-    if kind == "ring":
-        return Ring(cx, cy, angle, rx=size, ry=size * aspect, inner=float(rng.uniform(0.3, 0.8)))
-    if kind == "box":
-        return Box(cx, cy, angle, hx=size, hy=size * aspect)
-    if kind == "polygon":
-        n = int(rng.integers(3, 10))
-        # jittered even angles: gaps stay below pi, so the centre is inside and the polygon star-shaped
-        steps = (np.arange(n) + rng.uniform(-0.2, 0.2, n)) * (2 * math.pi / n) + rng.uniform(0, 2 * math.pi)
-        phis = np.sort(np.mod(steps, 2 * math.pi) - math.pi)
-        radii = rng.uniform(0.4, 1.0, n) if rng.random() < 0.5 else np.ones(n)
-        coeffs = tuple(float(v) for pair in zip(phis, radii) for v in pair)
-        return Radial(cx, cy, angle, r0=size, aspect=aspect, kind="polygon", coeffs=coeffs)
-    k = int(rng.integers(2, 7))
-    amps = rng.uniform(0, 1, k) / np.arange(1, k + 1) ** 0.8
-    amps *= float(rng.uniform(0.2, 0.7)) / amps.sum()
-    coeffs = tuple(float(v) for pair in zip(amps, rng.uniform(0, 2 * math.pi, k)) for v in pair)
-    return Radial(cx, cy, angle, r0=size, aspect=aspect, kind="blob", coeffs=coeffs)

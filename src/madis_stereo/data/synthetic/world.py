@@ -1,15 +1,18 @@
-"""An infinite, seeded synthetic stereo dataset with exact dense ground truth.
+"""An infinite, seeded synthetic stereo dataset with exact dense ground truth (the NumPy/OpenCV reference
+renderer; ``training/rendering.py`` renders the same scenes in batches on the training device).
 
-A scene is a stack of textured planar layers in left-image coordinates: a background plane, up to a few
-full planes (floors, side walls) and many foreground objects (ellipses, rings, boxes, polygons, blobs,
-thin bars and meshes; ``shapes.py``), each with its own texture (``textures.py``). Layer ``k`` covers
-the analytic region ``S_k`` with disparity ``d_k(x, y) = a x + b y + c`` (a plane in 3D seen by a
-rectified pair gives exactly this). Both views are rendered with a z-buffer on disparity (nearer =
-larger disparity wins): the left view samples ``S_k`` at pixel centres, the right view samples it at the
-left position ``x_l = (x_r + b y + c) / (1 - a)`` that projects to right pixel ``x_r`` (``x_r = x_l - d``).
-A left pixel is non-occluded (``nonocc``) iff its surface point lands inside the right image and no other
-layer covers that right position with a larger disparity. Photometric differences (per-view gain, bias,
-gamma, per-surface gain, moving specular highlights, noise, blur) are applied after the geometry.
+A scene (``scene.py``) is a stack of textured layers in left-image coordinates: a background, floors and
+side walls, and many foreground objects (ellipses, rings, boxes, polygons, blobs, thin bars and meshes;
+``shapes.py``), each with its own quadratic disparity field ``d_k(x, y)`` (planes, bulges, cylinders) and a
+texture from the atlas (``atlas.py``). Both views are rendered with a z-buffer on disparity (nearer = larger
+disparity wins): the left view samples layer ``k`` at pixel centres, the right view at the left position
+``x_l`` that projects to right pixel ``x_r`` (``x_l - d_k(x_l, y) = x_r``: closed form for planes, a
+converged fixed-point iteration ``x_l <- x_r + d_k(x_l, y)`` for curved layers, a contraction since
+``|dd/dx| <= MAX_SLANT``). A left pixel is non-occluded (``nonocc``) iff its surface point lands inside the
+right image and no other layer covers that right position with a larger disparity. Surfaces are shaded by
+their orientation (Lambert, one light per scene; the same in both views). The views then differ
+photometrically (``lighting``): exposure, white balance, gamma and bias per view, per-surface gain,
+specular highlights that move across the surface, sensor noise and blur that differ between the views.
 
 Sample ``i`` is a pure function of ``(seed, i)``; ``length`` is only a nominal epoch length.
 """
@@ -25,20 +28,31 @@ import cv2
 import numpy as np
 
 from madis_stereo.data.base import Sample
+from madis_stereo.data.synthetic.atlas import Atlas, build_atlas, reflect
 from madis_stereo.data.synthetic.config import SyntheticConfig
-from madis_stereo.data.synthetic.scene import Layer, sample_scene
+from madis_stereo.data.synthetic.scene import (
+    POLYGON_VERTICES,
+    SHAPE_KINDS,
+    SceneBatch,
+    disparity_at,
+    sample_scenes,
+    shading,
+    tone,
+)
+from madis_stereo.data.synthetic.shapes import Box, Ellipse, Fence, Radial, Ring, Shape
 
 __all__ = ["SyntheticRender", "SyntheticStereo", "render_scene"]
 
 _EPS = 1e-3  # disparity margin for "strictly nearer" (float32 round-off)
 _NOISE_BANK = 1 << 21
+_FIXED_POINT_STEPS = 40  # |dd/dx| <= 0.3: the error shrinks at least 0.3x per step
 
 
 @dataclasses.dataclass
 class SyntheticRender:
     """One rendered pair with its geometry: images uint8 HxWx3; ``disparity`` / ``disparity_right``
     float32 HxW (dense, in the left / right view); ``nonocc`` bool HxW (left view; None when the config
-    skips it); ``labels_*`` int16 HxW, the visible layer index per pixel."""
+    skips it); ``labels_*`` int16 HxW, the visible layer index per pixel; ``scene`` the drawn scene."""
 
     left: np.ndarray
     right: np.ndarray
@@ -47,13 +61,99 @@ class SyntheticRender:
     disparity_right: np.ndarray
     labels_left: np.ndarray
     labels_right: np.ndarray
-    layers: list[Layer]
+    scene: SceneBatch
+
+
+def make_shape(kind: int, params: np.ndarray) -> Shape | None:
+    """The shapes.py region of a layer from its SceneBatch ``kind`` and ``shape`` parameters (None: full)."""
+    name = SHAPE_KINDS[kind]
+    cx, cy, angle, *rest = (float(v) for v in params)
+    if name == "full":
+        return None
+    if name == "ellipse":
+        return Ellipse(cx, cy, angle, rx=rest[0], ry=rest[1])
+    if name == "ring":
+        return Ring(cx, cy, angle, rx=rest[0], ry=rest[1], inner=rest[2])
+    if name == "box":
+        return Box(cx, cy, angle, hx=rest[0], hy=rest[1])
+    if name == "fence":
+        return Fence(cx, cy, angle, length=rest[0], half_width=rest[1], spacing=rest[2], count=round(rest[3]),
+                     cross=rest[4] > 0.5)
+    r0, aspect = rest[0], rest[1]
+    if name == "blob":
+        return Radial(cx, cy, angle, r0=r0, aspect=aspect, kind="blob", coeffs=tuple(rest[2:]))
+    n, radii = round(rest[2]), 3 + POLYGON_VERTICES
+    vertices = zip(rest[3 : 3 + n], rest[radii : radii + n])
+    coeffs = tuple(v for pair in vertices for v in pair)
+    return Radial(cx, cy, angle, r0=r0, aspect=aspect, kind="polygon", coeffs=coeffs)
+
+
+class Layer:
+    """Layer ``k`` of a one-scene SceneBatch, evaluated with NumPy (float32) at any left/right positions."""
+
+    def __init__(self, scene: SceneBatch, k: int, atlas: Atlas) -> None:
+        self.field = tuple(np.float32(v) for v in scene.field[0, k])
+        self.curved = bool(np.any(scene.field[0, k, 5:] != 0))
+        self.domain = tuple(float(v) for v in scene.domain[0, k])
+        self.drange = tuple(float(v) for v in scene.drange[0, k])
+        self.shape = make_shape(int(scene.kind[0, k]), scene.shape[0, k])
+        self.tile = atlas.tiles[int(scene.tile[0, k])]
+        self.mean = atlas.means[int(scene.tile[0, k])]
+        self.texmap = scene.texmap[0, k]
+        self.contrast = np.float32(scene.contrast[0, k])
+        self.tint = scene.tint[0, k]
+        self.gain_right = np.float32(scene.gain_right[0, k])
+        self.specular = tuple(float(v) for v in scene.specular[0, k])
+        height, width = scene.size
+        self.light = tuple(np.float32(v) for v in scene.light[0])
+        self.ambient, self.focal = np.float32(scene.ambient[0]), scene.focal
+        self.centre = (width / 2, height / 2)
+
+    def disparity(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return disparity_at(self.field, x, y)
+
+    def source_x(self, xr: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Left x of the surface point seen at right x ``xr`` (solves ``x - d(x, y) = xr``)."""
+        px, py, d0, gx, gy = self.field[:5]
+        if not self.curved:
+            return (xr + (d0 - gx * px) + gy * (y - py)) / (1 - gx)
+        lo, hi = np.float32(self.domain[0] - 1), np.float32(self.domain[2] + 1)
+        x = np.broadcast_to(xr + d0, np.broadcast_shapes(np.shape(xr), np.shape(y)))
+        for _ in range(_FIXED_POINT_STEPS):
+            x = np.clip(xr + self.disparity(x, y), lo, hi)
+        return x
+
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = self.domain
+        inside = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+        return inside & self.shape.contains(x, y) if self.shape is not None else inside
+
+    def view_box(self, width: int, height: int, right: bool) -> tuple[int, int, int, int] | None:
+        """Integer pixel box (x0, y0, x1, y1) of the view that this layer may cover, or None."""
+        x0, y0, x1, y1 = self.domain
+        if right:
+            x0, x1 = x0 - self.drange[1], x1 - self.drange[0]
+        bx0, bx1 = max(0, math.floor(x0) - 1), min(width, math.ceil(x1) + 2)
+        by0, by1 = max(0, math.floor(y0)), min(height, math.ceil(y1) + 1)
+        return (bx0, by0, bx1, by1) if bx0 < bx1 and by0 < by1 else None
+
+    def colours(self, x: np.ndarray, y: np.ndarray, right: bool) -> np.ndarray:
+        """Linear colours float32 ``h x w x 3`` (0-255) of the surface at left positions (x, y) ``h x w``."""
+        m = self.texmap
+        size = self.tile.shape[0]
+        tx = reflect(m[0, 0] * x + m[0, 1] * y + m[0, 2], size).astype(np.float32)
+        ty = reflect(m[1, 0] * x + m[1, 1] * y + m[1, 2], size).astype(np.float32)
+        texture = cv2.remap(self.tile, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        colour = self.mean + self.contrast * (texture.astype(np.float32) - self.mean)
+        shade = shading(self.field, x, y, self.light, self.ambient, self.focal, self.centre)
+        gain = self.tint * (self.gain_right if right else np.float32(1))
+        return colour * (shade[:, :, None] * gain)
 
 
 def _draw_view(layers: list[Layer], height: int, width: int,
                right: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Z-buffer the layers into one view: uint8 image, disparity (in that view) and layer labels."""
-    image = np.zeros((height, width, 3), np.uint8)
+    """Z-buffer the layers into one view: float32 linear image, disparity (in that view) and layer labels."""
+    image = np.zeros((height, width, 3), np.float32)
     zbuf = np.full((height, width), -np.inf, np.float32)
     labels = np.full((height, width), -1, np.int16)
     for k, layer in enumerate(layers):
@@ -61,33 +161,20 @@ def _draw_view(layers: list[Layer], height: int, width: int,
         if box is None:
             continue
         x0, y0, x1, y1 = box
-        ys = np.arange(y0, y1, dtype=np.float32)[:, None]  # columns/rows broadcast: 1-D work stays 1-D
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
         xs = np.arange(x0, x1, dtype=np.float32)[None, :]
-        if right:  # x_l = (x_r + b y + c) / (1 - a), and d = x_l - x_r
-            inv = np.float32(1 / (1 - layer.a))
-            xl = xs * inv + (np.float32(layer.b) * ys + np.float32(layer.c)) * inv
-            d = xl - xs
-        else:
-            xl = xs
-            d = np.float32(layer.a) * xs + (np.float32(layer.b) * ys + np.float32(layer.c))
-        d = np.broadcast_to(d, (y1 - y0, x1 - x0))
-        write = d > zbuf[y0:y1, x0:x1]
-        r0, r1, c0, c1 = 0, y1 - y0, 0, x1 - x0
-        if layer.shape is not None:
-            write &= layer.shape.contains(xl, ys)
-            rows, cols = np.flatnonzero(write.any(axis=1)), np.flatnonzero(write.any(axis=0))
-            if rows.size == 0:
-                continue
-            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1  # shrink to what is drawn
-            write, d = write[r0:r1, c0:c1], d[r0:r1, c0:c1]
-        colour = layer.warp(x0 + c0, y0 + r0, c1 - c0, r1 - r0, right)
-        gain = layer.gain[1 if right else 0]
-        if gain != 1:
-            colour = cv2.convertScaleAbs(colour, alpha=gain)
+        xl = np.broadcast_to(layer.source_x(xs, ys) if right else xs, (y1 - y0, x1 - x0))
+        d = layer.disparity(xl, ys)
+        write = (d > zbuf[y0:y1, x0:x1]) & layer.contains(xl, ys)
+        rows, cols = np.flatnonzero(write.any(axis=1)), np.flatnonzero(write.any(axis=0))
+        if rows.size == 0:
+            continue
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1  # shrink to what is drawn
+        write, d, xl = write[r0:r1, c0:c1], d[r0:r1, c0:c1], xl[r0:r1, c0:c1]
+        colour = layer.colours(xl, ys[r0:r1], right)
         ty, tx = slice(y0 + r0, y0 + r1), slice(x0 + c0, x0 + c1)
-        mask = write.view(np.uint8)
-        cv2.copyTo(np.ascontiguousarray(d), mask, zbuf[ty, tx])  # in place: dst is a view of the buffer
-        cv2.copyTo(colour, mask, image[ty, tx])
+        np.copyto(zbuf[ty, tx], d, where=write)
+        np.copyto(image[ty, tx], colour, where=write[:, :, None])
         np.copyto(labels[ty, tx], k, where=write)
     return image, zbuf, labels
 
@@ -105,31 +192,26 @@ def _nonocc(layers: list[Layer], disparity: np.ndarray, labels: np.ndarray) -> n
         x0, y0, x1, y1 = box
         # left pixels that can land in the layer's right-view box, and are farther than its nearest point
         lx0, lx1 = max(0, math.floor(x0 - 1 + dmin)), min(width, math.ceil(x1 + dmax) + 1)
-        nearest = max(layer.corner_disparities())
         sub = (slice(y0, y1), slice(lx0, lx1))
         sub_xr, sub_d = xr[sub], disparity[sub]
-        cand = (sub_xr >= x0 - 1) & (sub_xr <= x1) & (sub_d < nearest - _EPS) & (labels[sub] != k)
+        cand = (sub_xr >= x0 - 1) & (sub_xr <= x1) & (sub_d < layer.drange[1] - _EPS) & (labels[sub] != k)
         iy, ix = np.nonzero(cand)
         if iy.size == 0:
             continue
         yc = (iy + y0).astype(np.float32)
         xl = layer.source_x(sub_xr[iy, ix], yc)
-        nearer = layer.disparity(xl, yc) > sub_d[iy, ix] + _EPS
-        iy, ix, xl, yc = iy[nearer], ix[nearer], xl[nearer], yc[nearer]
-        if layer.shape is not None and iy.size:
-            inside = layer.shape.contains(xl, yc)
-            iy, ix = iy[inside], ix[inside]
-        occluded[sub][iy, ix] = True
+        hidden = (layer.disparity(xl, yc) > sub_d[iy, ix] + _EPS) & layer.contains(xl, yc)
+        occluded[sub][iy[hidden], ix[hidden]] = True
     return ~occluded
 
 
 def _specular(image: np.ndarray, labels: np.ndarray, layers: list[Layer], right: bool) -> None:
-    """Add each layer's highlight (a Gaussian spot that moves on the surface between views)."""
+    """Add each layer's highlight (a Gaussian spot that moves on the surface between views), in place."""
     height, width = labels.shape
     for k, layer in enumerate(layers):
-        if layer.specular is None:
-            continue
         hx, hy, sigma, amp, shift = layer.specular
+        if amp <= 0:
+            continue
         if right:
             hx = hx - float(layer.disparity(np.float32(hx), np.float32(hy))) + shift
         r = int(3 * sigma) + 1
@@ -140,7 +222,7 @@ def _specular(image: np.ndarray, labels: np.ndarray, layers: list[Layer], right:
         gx = np.exp(-((np.arange(x0, x1, dtype=np.float32) - hx) ** 2) / (2 * sigma**2))
         gy = np.exp(-((np.arange(y0, y1, dtype=np.float32) - hy) ** 2) / (2 * sigma**2))
         spot = np.float32(255 * amp) * gy[:, None] * gx[None, :] * (labels[y0:y1, x0:x1] == k)
-        image[y0:y1, x0:x1] = cv2.convertScaleAbs(image[y0:y1, x0:x1] + spot[:, :, None])
+        image[y0:y1, x0:x1] += spot[:, :, None]
 
 
 @functools.lru_cache(maxsize=1)
@@ -149,43 +231,39 @@ def _noise_bank() -> np.ndarray:
     return np.random.default_rng(20240902).standard_normal(_NOISE_BANK, dtype=np.float32)
 
 
-def _photometric(image: np.ndarray, rng: np.random.Generator, cfg: SyntheticConfig, blur: float) -> np.ndarray:
-    """Blur, per-view gain/bias/gamma (a lookup table) and sensor noise on a uint8 image."""
-    out = cv2.GaussianBlur(image, (0, 0), blur) if blur > 0 else image
-    if cfg.lighting > 0:
-        # mild global differences: training augmentation adds strong asymmetric colour jitter anyway
-        gain = math.exp(rng.uniform(-0.1, 0.1) * cfg.lighting)
-        bias = rng.uniform(-0.02, 0.02) * cfg.lighting
-        gamma = math.exp(rng.uniform(-0.08, 0.08) * cfg.lighting)
-        lut = np.clip(((np.arange(256) / 255.0) ** gamma * gain + bias) * 255 + 0.5, 0, 255).astype(np.uint8)
-        out = cv2.LUT(out, lut)
-    if cfg.noise_std > 0 and rng.random() < 0.7:
-        sigma = rng.uniform(0, cfg.noise_std) * 255
+def _camera(image: np.ndarray, scene: SceneBatch, view: int, rng: np.random.Generator) -> np.ndarray:
+    """One view's camera: exposure/white balance/gamma/bias, blur, sensor noise; linear float -> uint8."""
+    gain = scene.exposure[0, view] * scene.white[0, view]
+    out = tone(image, gain, scene.gamma[0, view], scene.bias[0, view]).astype(np.float32)
+    sigma = float(scene.blur[0, view])
+    if sigma > 0:
+        out = cv2.GaussianBlur(out, (0, 0), sigma)
+    std = float(scene.noise[0, view]) * 255
+    if std > 0:
         bank, count = _noise_bank(), out.size
         if count <= bank.size:  # a random window of the bank: i.i.d. within the image
             start = int(rng.integers(0, bank.size - count + 1))
             noise = bank[start : start + count].reshape(out.shape)
         else:
             noise = rng.standard_normal(out.shape, dtype=np.float32)
-        noisy = cv2.scaleAdd(noise, sigma, out.astype(np.float32))
-        out = cv2.convertScaleAbs(cv2.max(noisy, 0.0))
-    return out
+        out = cv2.scaleAdd(noise, std, out)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def render_scene(layers: list[Layer], rng: np.random.Generator, cfg: SyntheticConfig) -> SyntheticRender:
-    """Render both views of ``layers`` with ground truth (see the module docstring)."""
+def render_scene(scene: SceneBatch, atlas: Atlas, rng: np.random.Generator, cfg: SyntheticConfig) -> SyntheticRender:
+    """Render both views of the one scene in ``scene`` with ground truth (see the module docstring);
+    ``rng`` draws the sensor noise."""
     height, width = cfg.size
+    layers = [Layer(scene, k, atlas) for k in np.flatnonzero(scene.active[0])]
     left, disparity, labels_left = _draw_view(layers, height, width, right=False)
     right, disparity_right, labels_right = _draw_view(layers, height, width, right=True)
     nonocc = _nonocc(layers, disparity, labels_left) if cfg.occlusion_mask else None
     _specular(left, labels_left, layers, right=False)
     _specular(right, labels_right, layers, right=True)
-    blur = float(rng.uniform(0.3, 1.2)) if rng.random() < cfg.blur_prob else 0.0
-    blur_right = blur * float(np.exp(rng.uniform(-0.2, 0.2))) if blur else 0.0
     return SyntheticRender(
-        left=_photometric(left, rng, cfg, blur), right=_photometric(right, rng, cfg, blur_right),
+        left=_camera(left, scene, 0, rng), right=_camera(right, scene, 1, rng),
         disparity=disparity, nonocc=nonocc, disparity_right=disparity_right,
-        labels_left=labels_left, labels_right=labels_right, layers=layers,
+        labels_left=labels_left, labels_right=labels_right, scene=scene,
     )
 
 
@@ -205,12 +283,13 @@ class SyntheticStereo:
         self.config = dataclasses.replace(config or SyntheticConfig(), **changes)
 
     def render(self, index: int) -> SyntheticRender:
-        """The full render (images, both views' disparity and labels, the layers) of scene ``index``."""
+        """The full render (images, both views' disparity and labels, the scene) of scene ``index``."""
         if index < 0:
             raise IndexError(f"synthetic sample index must be >= 0, got {index}")
         rng = np.random.default_rng([self.config.seed, index])
-        layers = sample_scene(rng, self.config)
-        return render_scene(layers, rng, self.config)
+        c = self.config
+        atlas = build_atlas(c.seed, c.atlas_tiles, c.atlas_tile_size)
+        return render_scene(sample_scenes(rng, c, 1, atlas.count, atlas.size), atlas, rng, c)
 
     def __len__(self) -> int:
         return self.config.length
