@@ -345,7 +345,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=100, help="optimiser steps of every fine-tuning run")
+    parser.add_argument("--steps", type=int, default=60, help="optimiser steps of every fine-tuning run")
     parser.add_argument("--start-steps", type=int, default=300, help="baseline steps that make the starting model")
     parser.add_argument("--start-from", default=str(ROOT / "src/madis_stereo/weights/default.safetensors"),
                         help="checkpoint the starting model is made from (default: the bundled model)")
