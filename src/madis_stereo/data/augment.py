@@ -38,9 +38,11 @@ import numpy as np
 
 from madis_stereo.data.base import Sample
 
-__all__ = ["JITTERS", "AugmentConfig", "Augmentor", "ColorStep", "adjust", "draw_color_plan"]
+__all__ = ["JITTERS", "LUMA", "AugmentConfig", "Augmentor", "ColorStep", "adjust", "draw_color_plan",
+           "right_perturbation"]
 
 JITTERS = ("contrast", "gamma", "brightness", "hue", "saturation")
+LUMA = (299, 587, 114)  # ITU-R 601-2 luma weights in 1/1000 (PIL's convert("L"))
 
 
 def _check_range(name: str, value: tuple[float, float], low: float = -math.inf) -> None:
@@ -128,7 +130,7 @@ def _u8(values: np.ndarray) -> np.ndarray:
 def _gray(image: np.ndarray) -> np.ndarray:
     """ITU-R 601-2 luma of a uint8 RGB image, rounded as PIL's ``convert("L")`` does (int32)."""
     rgb = image.astype(np.int32)
-    return (rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000
+    return (rgb[..., 0] * LUMA[0] + rgb[..., 1] * LUMA[1] + rgb[..., 2] * LUMA[2] + 500) // 1000
 
 
 def adjust(image: np.ndarray, name: str, factor: float) -> np.ndarray:
@@ -149,6 +151,15 @@ def adjust(image: np.ndarray, name: str, factor: float) -> np.ndarray:
         hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(factor * 255)) % 256
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
     raise ValueError(f"unknown jitter {name!r}; expected one of {', '.join(JITTERS)}")
+
+
+def right_perturbation(rng: np.random.Generator, cfg: AugmentConfig, width: int,
+                       height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4's draws: the rotation and then the vertical shift, as two 2x3 source->destination matrices."""
+    shift = float(rng.uniform(-cfg.max_vshift_px, cfg.max_vshift_px))
+    angle = float(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg))
+    centre = (float(rng.uniform(0, height)), float(rng.uniform(0, width)))  # as the public code draws it
+    return cv2.getRotationMatrix2D(centre, angle, 1.0), np.array([[1.0, 0.0, 0.0], [0.0, 1.0, shift]])
 
 
 def apply_color_plan(left: np.ndarray, right: np.ndarray,
@@ -223,11 +234,7 @@ class Augmentor:
 
     def _perturb_right(self, right: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         height, width = right.shape[:2]
-        shift = float(rng.uniform(-self.cfg.max_vshift_px, self.cfg.max_vshift_px))
-        angle = float(rng.uniform(-self.cfg.max_rotation_deg, self.cfg.max_rotation_deg))
-        centre = (float(rng.uniform(0, height)), float(rng.uniform(0, width)))  # as the public code draws it
-        rotated = cv2.warpAffine(right, cv2.getRotationMatrix2D(centre, angle, 1.0), (width, height),
-                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        translate = np.float32([[1, 0, 0], [0, 1, shift]])
-        return cv2.warpAffine(rotated, translate, (width, height), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        for matrix in right_perturbation(rng, self.cfg, width, height):  # two bilinear warps, zero border
+            right = cv2.warpAffine(right, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return right

@@ -21,8 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from madis_stereo.errors import CheckpointError, ConfigError, TrainingError
-from madis_stereo.model.checkpoint import load_model, load_weights, read_weights, save_model
+from madis_stereo.model.checkpoint import load_weights, read_weights, save_model
 from madis_stereo.model.network import StereoModel
+from madis_stereo.model.registry import MODELS, is_url, load_model
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
@@ -71,10 +72,10 @@ def build_student(cfg: TrainConfig) -> StereoModel:
         model, head_trained = StereoModel(cfg.model.arch), False
     else:
         if init.startswith("<") or not init.strip():
-            raise ConfigError(f"model.init is not set ({init}); pass model.init=PATH to a CroCo v2 pretraining "
-                              "checkpoint or one of ours")
-        if not Path(init).is_file():
-            raise ConfigError(f"model.init: checkpoint not found: {init}")
+            raise ConfigError(f"model.init is not set ({init}); pass model.init= a CroCo v2 pretraining checkpoint "
+                              "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path) or one of ours")
+        if not is_url(init) and init not in MODELS and not Path(init).is_file():
+            raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL or registered name)")
         model, metadata = load_model(init, config_overrides=cfg.model.arch.to_dict(), return_metadata=True)
         if model.config != cfg.model.arch:
             raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
