@@ -6,7 +6,8 @@ views and the GT), the right view's rotation about a random centre then vertical
 zero border; GT unchanged), and the colour plan (one jitter or all five in a random order, each with
 probability 0.5, the right view redrawing its own factor with probability 0.5). Each warp and jitter rounds
 to 8 bits, as the CPU version does, so the two agree to a grey level or two. The x-scale and crop do not
-apply: the renderer draws at the crop size (``scale_prob`` and ``crop_margin`` must be 0).
+apply: the renderer draws at the crop size (``scale_prob`` must be 0; ``crop_margin`` is not used, so the
+pairs equal the CPU version's with ``crop_margin: 0``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ class DeviceAugment:
     [B, 1, H, W]}`` on its device; every random draw comes from the numpy ``rng``."""
 
     def __init__(self, cfg: AugmentConfig) -> None:
-        if cfg.scale_prob > 0 or cfg.crop_margin > 0:
-            raise ValueError("on-device augmentation has no x-scale or crop: set scale_prob and crop_margin to 0")
+        if cfg.scale_prob > 0:
+            raise ValueError("on-device augmentation has no x-scale or crop: set scale_prob to 0")
         self.cfg = cfg
 
     def __call__(self, batch: dict[str, Tensor], rng: np.random.Generator) -> dict[str, Tensor]:
