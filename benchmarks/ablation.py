@@ -233,8 +233,8 @@ def verdict(rows: dict) -> list[str]:
             continue
         others = ", ".join(f"{LABELS[o]}: {compare(rows, o, best, metric)}" for o in names
                            if o != best and rows.get(o))
-        strength = ("the best beyond seed noise" if clear
-                    else "the lowest mean, but not separated from the others beyond seed noise")
+        strength = ("better than each other one beyond seed noise" if clear
+                    else "the lowest mean, but not better than every other one beyond seed noise")
         lines.append(f"({key}) Best {what}: {LABELS[best]}, {strength} (synthetic EPE of the others minus "
                      f"it: {others}).")
     return lines
