@@ -128,6 +128,7 @@ def base_config(steps: int, seed: int, device: str, init: str) -> dict[str, Any]
 def train_start(out: Path, steps: int, device: str, init: str) -> Path:
     """Step 1: the starting model (``init`` re-pointed at decoder layers; baseline recipe, dense GT); reused
     when it exists."""
+    import madis_stereo as ms
     from madis_stereo.data import AugmentConfig
     from madis_stereo.training import load_train_config, train
     from madis_stereo.training.data import TrainingDataset
@@ -135,7 +136,12 @@ def train_start(out: Path, steps: int, device: str, init: str) -> Path:
     path = out / "start" / "start.safetensors"
     if path.is_file():
         return path
-    cfg = base_config(steps, 0, device, init)
+    repointed = out / "start" / "repointed.safetensors"  # ``init`` with its DPT on decoder layers, untrained there
+    section = decoder_model_section(init)
+    del section["init"]
+    repointed.parent.mkdir(parents=True, exist_ok=True)
+    ms.save_model(ms.load_model(init, config_overrides=section), repointed)
+    cfg = base_config(steps, 0, device, str(repointed))
     cfg["madis"] = {"enabled": False}
     cfg["optim"].update(lr=2e-4, warmup_steps=max(1, steps // 20))
     dataset = TrainingDataset(RenderedSet(START_PAIRS, START_SEED, sparse=False), AugmentConfig(crop=CROP), 0)

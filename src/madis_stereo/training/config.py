@@ -18,6 +18,7 @@ import yaml
 
 from madis_stereo.errors import ConfigError
 from madis_stereo.model.config import ModelConfig
+from madis_stereo.training.schedule import SCHEDULES
 from madis_stereo.training.teacher import SCOPES as TEACHER_SCOPES
 from madis_stereo.utils.config import apply_overrides, from_dict, load_yaml, to_dict
 
@@ -40,9 +41,10 @@ AMP_MODES = ("none", "bf16", "fp16")
 class ModelSection:
     """The student architecture and where its weights start.
 
-    ``init``: None (random init with ``run.seed``), one of our ``.safetensors`` checkpoints, a CroCo-Stereo
-    ``.pth`` or a CroCo v2 pretraining ``.pth`` (DPT head freshly initialised). The architecture is always
-    ``arch``; the file must fit it.
+    ``init``: None (random init with ``run.seed``), ``bundled`` (the package's default weights; ``arch``
+    must be theirs, crop aside), one of our ``.safetensors`` checkpoints, a CroCo-Stereo ``.pth`` or a CroCo
+    v2 pretraining ``.pth`` (DPT head freshly initialised). The architecture is always ``arch``; the file
+    must fit it.
     """
 
     arch: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig.preset("vitb_basedec"))
@@ -132,12 +134,13 @@ class TeacherConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up then half-cosine to 0, per optimiser step.
+    """AdamW with linear warm-up, then ``schedule``: ``cosine`` (half-cosine to 0) or ``wsd`` (constant,
+    then a linear cool-down to 0 over the last ``cooldown_frac`` of the run), per optimiser step.
 
     Length: ``max_steps`` when set, else ``epochs`` passes over the training mixture; ``time_budget_s``
     (a fixed compute budget) shortens the run to what fits in that many seconds of wall time: the length
-    is fitted from the measured pace at steps 30 and 150 (``trainer.BUDGET_FIT_STEPS``), and the cosine
-    schedule ends there.
+    is fitted from the measured pace at steps 30 and 150 (``trainer.BUDGET_FIT_STEPS``), and the schedule
+    (the cosine, or the cool-down) ends there.
     Warm-up: ``warmup_steps`` when set, else ``warmup_epochs``. ``batch_size`` is per process; the effective batch is
     batch_size x accum_steps x processes.
     """
@@ -154,8 +157,14 @@ class OptimConfig:
     clip_grad: float | None = None
     amp: str = "none"
     time_budget_s: float | None = None
+    schedule: str = "cosine"
+    cooldown_frac: float = 0.2
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.cooldown_frac <= 1:
+            raise ValueError(f"cooldown_frac must be in (0, 1], got {self.cooldown_frac}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError("time_budget_s must be positive (or null for no budget)")
         if self.amp not in AMP_MODES:

@@ -21,7 +21,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from madis_stereo.errors import CheckpointError, ConfigError, TrainingError
-from madis_stereo.model.checkpoint import load_weights, read_weights, save_model
+from madis_stereo.model.checkpoint import (
+    default_model_path,
+    header_config,
+    load_weights,
+    read_metadata,
+    read_weights,
+    save_model,
+)
 from madis_stereo.model.network import StereoModel
 from madis_stereo.model.registry import MODELS, is_url, load_model
 from madis_stereo.training import distributed as D
@@ -37,11 +44,12 @@ from madis_stereo.training.teacher import check_teacher_start
 from madis_stereo.training.validation import validate
 from madis_stereo.utils.files import atomic_write_bytes
 
-__all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
+__all__ = ["BUNDLED_INIT", "CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
+BUNDLED_INIT = "bundled"  # model.init value: the package's default weights
 # With a time budget the run length is fitted from the measured pace at these steps (the pace counted from
 # step BUDGET_PACE_START, after data-loader start-up, or from the previous fit); fixed after the last one.
 BUDGET_PACE_START = 10
@@ -63,26 +71,53 @@ class TrainResult:
 
 
 def build_student(cfg: TrainConfig) -> StereoModel:
-    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``.
+    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``
+    (``bundled``: the package's default weights, whose architecture the model section must match).
 
     Refuses (ConfigError) a full-network teacher that would start from the student's untrained head.
     """
+    model, head_trained = _initial_student(cfg)
+    if cfg.madis.enabled:
+        check_teacher_start(cfg.teacher.scope, cfg.teacher.start_step, head_trained, cfg.model.init)
+    return model.train()
+
+
+def _initial_student(cfg: TrainConfig) -> tuple[StereoModel, bool]:
+    """(student, whether its DPT head is trained): random init and CroCo v2 pretraining have a new head."""
     init = cfg.model.init
     if init is None:
-        model, head_trained = StereoModel(cfg.model.arch), False
-    else:
-        if init.startswith("<") or not init.strip():
-            raise ConfigError(f"model.init is not set ({init}); pass model.init= a CroCo v2 pretraining checkpoint "
-                              "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path) or one of ours")
-        if not is_url(init) and init not in MODELS and not Path(init).is_file():
-            raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL or registered name)")
-        model, metadata = load_model(init, config_overrides=cfg.model.arch.to_dict(), return_metadata=True)
-        if model.config != cfg.model.arch:
-            raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
-        head_trained = metadata.get("source") != "croco_pretrain"
-        log.info("student initialised from %s", init)
-    if cfg.madis.enabled:
-        check_teacher_start(cfg.teacher.scope, cfg.teacher.start_step, head_trained, init)
+        return StereoModel(cfg.model.arch), False
+    if init.startswith("<") or not init.strip():
+        raise ConfigError(f"model.init is not set ({init}); pass model.init= a CroCo v2 pretraining checkpoint "
+                          "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path), one of ours, "
+                          "or bundled (the package's weights)")
+    if init == BUNDLED_INIT or (Path(init).is_file() and Path(init).resolve() == default_model_path().resolve()):
+        return _bundled_student(cfg), True
+    if not is_url(init) and init not in MODELS and not Path(init).is_file():
+        raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL or registered name)")
+    model, metadata = load_model(init, config_overrides=cfg.model.arch.to_dict(), return_metadata=True)
+    if model.config != cfg.model.arch:
+        raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
+    log.info("student initialised from %s", init)
+    return model, metadata.get("source") != "croco_pretrain"
+
+
+def _bundled_student(cfg: TrainConfig) -> StereoModel:
+    """The bundled weights in a student of ``model.arch``; every field but ``crop`` (the training and tiling
+    window, which any crop can change) must equal the bundled model's."""
+    path = default_model_path()
+    if not path.is_file():
+        raise ConfigError(f"model.init=bundled: no bundled model in this installation ({path} is missing)")
+    bundled = header_config(path, read_metadata(path)).to_dict()
+    ours = cfg.model.arch.to_dict()
+    differ = [f"{key} {ours[key]} (bundled: {bundled[key]})" for key in ours
+              if key != "crop" and ours[key] != bundled[key]]
+    if differ:
+        raise ConfigError(f"model.init=bundled: the model section differs from the bundled model in "
+                          f"{', '.join(differ)}; use model.preset: small without field changes")
+    model = StereoModel(cfg.model.arch)
+    load_weights(model, read_weights(path), str(path))
+    log.info("student initialised from the bundled weights (%s)", path)
     return model.train()
 
 
@@ -212,7 +247,8 @@ class Trainer:
         if not self.budget_fixed and self.step in BUDGET_FIT_STEPS:
             self._fit_budget()
         start = time.perf_counter()
-        lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.cfg.optim.lr)
+        o = self.cfg.optim
+        lr = lr_at(self.step, self.total_steps, self.warmup_steps, o.lr, o.schedule, o.cooldown_frac)
         result = self.engine.step(micro_batches, self.step, lr)
         self.step += 1
         self.position += 1
