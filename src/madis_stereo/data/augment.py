@@ -1,4 +1,5 @@
-"""CroCo-Stereo's training augmentation (its ``StereoAugmentor``; docs/DATA.md), seeded per sample.
+"""CroCo-Stereo's training augmentation (its ``StereoAugmentor``; docs/METHOD.md section 4, docs/DATA.md),
+seeded per sample.
 
 In this order:
 

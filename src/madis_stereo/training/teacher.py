@@ -23,7 +23,7 @@ import copy
 import torch
 from torch import Tensor
 
-from madis_stereo.errors import ConfigError
+from madis_stereo.errors import CheckpointError, ConfigError
 from madis_stereo.model.network import PairEncoding, StereoModel
 
 __all__ = ["ENCODER_PREFIXES", "SCOPES", "EMATeacher", "check_teacher_start"]
@@ -109,7 +109,7 @@ class EMATeacher:
         if sorted(state) != sorted(self.names):
             missing = sorted(set(self.names) - set(state))
             unexpected = sorted(set(state) - set(self.names))
-            raise ValueError(f"teacher state does not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise CheckpointError(f"teacher state does not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
         for name, param in zip(self.names, self._params):
             param.copy_(state[name])
 
