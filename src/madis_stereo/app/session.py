@@ -266,7 +266,9 @@ def _kill(proc: subprocess.Popen) -> None:
             continue
 
 
-def _exit_reason(code: int) -> str:
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "did not end, even after SIGKILL"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -341,7 +343,10 @@ def train_watched(cfg: Any, run_dir: Path, until: float, batch: int, first_step_
     finally:  # the session itself ends (an error, SIGTERM from its timeout): the child goes with it
         if proc.poll() is None:
             _kill(proc)
-    proc.wait()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:  # stuck in the driver even after SIGKILL: go on without it
+        log.error("the %s-renderer training child (pid %d) did not end after SIGKILL", renderer, proc.pid)
     attempt.seconds = round(time.monotonic() - started, 1)
     count_steps(time.monotonic())
     outcome = json.loads(result_path.read_text()) if result_path.is_file() else {}
