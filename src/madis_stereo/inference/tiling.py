@@ -1,11 +1,15 @@
 """Tiled prediction at any image size.
 
-Tiled prediction follows CroCo-Stereo (METHOD.md section 5): windows of the training crop, tiles per axis
+Tiled prediction follows CroCo-Stereo (docs/METHOD.md section 5): windows of the training crop, tiles per axis
 ``1 + ceil((size - win) / ((1 - overlap) * win))`` at linspace offsets, each tile blended with a weight
 derived from its confidence logit ``c``:
 
 - ``conf_expsigmoid_B_S``: ``w = exp(-B * 2 * (sigmoid(c / S) - 0.5))``
 - ``conf_expbetaB``: ``w = exp(-B * c)``
+
+The blend is computed from the log-weights relative to each pixel's largest one (a running maximum over
+the tiles), which gives the same weighted mean without overflow: ``exp(-B * c)`` alone is inf in float32
+for ``c < -88 / B`` and would turn a very confident tile into NaN.
 
 Images smaller than the window are upscaled (bicubic) by ``max(win_w / W, win_h / H)`` first; the
 disparity is resized back and divided by the x-scale.
@@ -25,7 +29,9 @@ from madis_stereo.errors import InputError
 from madis_stereo.model.config import parse_conf_mode
 from madis_stereo.model.network import check_pair
 
-__all__ = ["check_tiling", "tile_offsets", "tile_weights", "tiled_predict"]
+__all__ = ["check_tiling", "tile_log_weights", "tile_offsets", "tiled_predict"]
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def tile_offsets(total: int, window: int, overlap: float) -> list[int]:
@@ -53,12 +59,12 @@ def check_tiling(crop: Sequence[int], overlap: float, tile_batch: int = 1) -> tu
     return win_h, win_w
 
 
-def tile_weights(conf: Tensor, conf_mode: str) -> Tensor:
-    """Per-pixel blending weight of a tile from its confidence logit."""
+def tile_log_weights(conf: Tensor, conf_mode: str) -> Tensor:
+    """Per-pixel log of a tile's blending weight from its confidence logit (finite for finite ``conf``)."""
     kind, beta, beta_s = parse_conf_mode(conf_mode)
     if kind == "expsigmoid":
-        return torch.exp(-beta * 2.0 * (torch.sigmoid(conf / beta_s) - 0.5))
-    return torch.exp(-beta * conf)
+        return -beta * 2.0 * (torch.sigmoid(conf / beta_s) - 0.5)
+    return -beta * conf
 
 
 @torch.inference_mode()
@@ -77,7 +83,7 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
     """
     check_pair(left, right, multiple=1)
     win_h, win_w = check_tiling(crop, overlap, tile_batch)
-    tile_weights(torch.zeros(1), conf_mode)  # validates the mode before any work
+    parse_conf_mode(conf_mode)  # validates the mode before any work
     batch, _, height, width = left.shape
     scale = 1.0
     if height < win_h or width < win_w:
@@ -87,8 +93,9 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
         right = F.interpolate(right, size=size, mode="bicubic", align_corners=False)
     big_h, big_w = left.shape[-2:]
     acc_disp = torch.zeros(batch, 1, big_h, big_w, device=left.device)
-    acc_w = torch.full((batch, big_h, big_w), 1e-16, device=left.device)
+    acc_w = torch.zeros(batch, big_h, big_w, device=left.device)  # weights relative to acc_max
     acc_c = torch.zeros(batch, big_h, big_w, device=left.device)
+    acc_max = torch.full((batch, big_h, big_w), -math.inf, device=left.device)  # largest log-weight so far
     tiles = [(y, x) for y in tile_offsets(big_h, win_h, overlap) for x in tile_offsets(big_w, win_w, overlap)]
     for start in range(0, len(tiles), tile_batch):
         chunk = tiles[start : start + tile_batch]
@@ -96,12 +103,16 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
         crops_r = torch.cat([right[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
         out = model(crops_l, crops_r)
         disp, conf = out.disparity.float(), out.confidence.float()[:, 0]
-        weight = tile_weights(conf, conf_mode)
+        log_w = tile_log_weights(conf, conf_mode).clamp(-FLOAT32_MAX, FLOAT32_MAX)  # +-inf logits stay usable
         for j, (y, x) in enumerate(chunk):
-            sl = slice(j * batch, (j + 1) * batch)
-            acc_disp[:, :, y : y + win_h, x : x + win_w] += disp[sl] * weight[sl, None]
-            acc_w[:, y : y + win_h, x : x + win_w] += weight[sl]
-            acc_c[:, y : y + win_h, x : x + win_w] += conf[sl] * weight[sl]
+            sl, ys, xs = slice(j * batch, (j + 1) * batch), slice(y, y + win_h), slice(x, x + win_w)
+            old_max = acc_max[:, ys, xs]
+            new_max = torch.maximum(old_max, log_w[sl])
+            rescale, weight = torch.exp(old_max - new_max), torch.exp(log_w[sl] - new_max)
+            acc_disp[:, :, ys, xs] = acc_disp[:, :, ys, xs] * rescale[:, None] + disp[sl] * weight[:, None]
+            acc_w[:, ys, xs] = acc_w[:, ys, xs] * rescale + weight
+            acc_c[:, ys, xs] = acc_c[:, ys, xs] * rescale + conf[sl] * weight
+            acc_max[:, ys, xs] = new_max
     disparity = acc_disp / acc_w[:, None]
     confidence = acc_c / acc_w
     if scale != 1.0:

@@ -61,7 +61,8 @@ class DataConfig:
     of loading them through DataLoader workers; ``train`` is then one ``synthetic`` spec of size
     ``model.crop``, and ``augment`` (applied on the device) has ``scale_prob: 0`` or is null.
     ``atlas_refresh`` (with ``render_on_device``): pairs between two fresh texture atlases (0 = one atlas for
-    the whole run).
+    the whole run). ``skip_bad_samples``: an unreadable
+    training sample is skipped (and counted) instead of stopping the run with its file name.
     """
 
     train: tuple[dict, ...] = ()
@@ -70,6 +71,7 @@ class DataConfig:
     val_overlap: float = 0.7
     render_on_device: bool = False
     atlas_refresh: int = 0
+    skip_bad_samples: bool = False
 
     def __post_init__(self) -> None:
         for i, spec in enumerate(self.train):
@@ -85,7 +87,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms (METHOD.md section 3); all 1 in the paper's code."""
+    """Weights of the loss terms (docs/METHOD.md section 3); all 1 in the paper's code."""
 
     gt: float = 1.0
     distill: float = 1.0
@@ -217,7 +219,13 @@ class TrainConfig:
         if not isinstance(model, dict):
             raise ConfigError(f"model: expected a mapping, got {model!r}")
         cfg = from_dict(cls, data)
-        return dataclasses.replace(cfg, model=_model_section(model))
+        section = _model_section(model)
+        # the loss scale b is set in the madis section and stored with the model (certainty reads it)
+        b = cfg.madis.laplace_b
+        if "laplace_b" in model and section.arch.laplace_b != b:
+            raise ConfigError(f"model.laplace_b ({section.arch.laplace_b}) differs from madis.laplace_b ({b}); "
+                              "set madis.laplace_b only (the model records it)")
+        return dataclasses.replace(cfg, model=dataclasses.replace(section, arch=section.arch.replace(laplace_b=b)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; the model section is flattened back to ``{init, <ModelConfig fields>}``."""

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule (METHOD.md section 4).
+"""Optimiser and learning-rate schedule (docs/METHOD.md section 4).
 
 AdamW, no weight decay on biases, normalisation weights (every 1-D parameter) and the mask token; the
 learning rate, set per optimiser step, rises linearly from 0 over the warm-up, then follows either a half
