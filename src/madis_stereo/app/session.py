@@ -299,6 +299,7 @@ def train_watched(cfg: Any, run_dir: Path, until: float, batch: int, first_step_
     metrics, offset, steps = run_dir / "metrics.jsonl", 0, 0
     first = last = None  # monotonic times of the first and the latest new step
     reported, next_report, hung = False, 60.0, None
+    finished, stuck = None, False  # when the child wrote its result; whether it then failed to exit
 
     def count_steps(now: float) -> None:
         """Count the training lines the child appended to its metrics.jsonl since the last look."""
@@ -328,8 +329,14 @@ def train_watched(cfg: Any, run_dir: Path, until: float, batch: int, first_step_
                 log.info("%s renderer %s: %d steps, %.0f pairs/s since the first step (%.0f s in)", renderer,
                          "works" if not reported else "progress", steps, rate, now - started)
                 reported, next_report = True, max(next_report, now - started) + 60.0
-            if result_path.is_file():  # trained, exiting (CUDA teardown): only the deadline applies
-                pass
+            if result_path.is_file():  # done, exiting (CUDA teardown), which must not take long either
+                finished = finished if finished is not None else now
+                if now - finished > EXIT_GRACE_S:
+                    stuck = True
+                    log.error("the %s-renderer training child has not exited %.0f s after it finished; killing it",
+                              renderer, EXIT_GRACE_S)
+                    _kill(proc)
+                    break
             elif first is None and now - started > first_step_s:
                 hung = f"hung: no first step within {first_step_s:.0f} s"
             elif last is not None and now - last > stall_s:
@@ -350,7 +357,7 @@ def train_watched(cfg: Any, run_dir: Path, until: float, batch: int, first_step_
     attempt.seconds = round(time.monotonic() - started, 1)
     count_steps(time.monotonic())
     outcome = json.loads(result_path.read_text()) if result_path.is_file() else {}
-    if proc.returncode == 0 and "step" in outcome and hung is None:
+    if "step" in outcome and hung is None and (proc.returncode == 0 or stuck):
         attempt.ok, attempt.steps = True, int(outcome["step"])
         attempt.checkpoint, attempt.checkpoint_step = outcome["checkpoint"], attempt.steps
     else:
@@ -659,7 +666,13 @@ def main(argv: list[str] | None = None) -> int:
         fmt = logging.Formatter(LOG_FORMAT)
         if args.command == "train-child":  # logs to the parent's stderr (console.log)
             logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
-            return train_child(args.config, args.run_dir, args.until, args.result)
+            code = train_child(args.config, args.run_dir, args.until, args.result)
+            if code:  # after a CUDA error the interpreter's teardown can hang: the result is written, leave now
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            return code
         args.out.mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the child is killed, the record written
         handlers = [logging.FileHandler(args.out / "session.log"), logging.StreamHandler()]
