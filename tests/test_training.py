@@ -285,6 +285,29 @@ def test_gradient_accumulation_matches_one_big_batch():
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
+def test_activation_checkpointing_gives_the_same_step():
+    grads = {}
+    calls = []
+
+    def capture(name, engine):
+        params = [p for g in engine.optimizer.param_groups for p in g["params"]]
+        engine.optimizer.step = lambda *a, **k: grads.setdefault(name, [p.grad.clone() for p in params])
+
+    plain = engine_for()
+    recompute = engine_for(optim={"activation_checkpointing": True})
+    assert recompute.model.activation_checkpointing and not plain.model.activation_checkpointing
+    capture("plain", plain)
+    capture("recompute", recompute)
+    block = recompute.model.enc_blocks[0]
+    block.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    batch = batch_of(ToyStereo(2))
+    r1, r2 = plain.step([batch], 0, 1e-3), recompute.step([batch], 0, 1e-3)
+    assert r1.losses == pytest.approx(r2.losses, rel=1e-5)
+    for a, b in zip(grads["plain"], grads["recompute"]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert calls.count(True) == 2  # the student's block ran twice under autograd: forward and recomputation
+
+
 # --- the loop -------------------------------------------------------------------------------------------
 def test_tiny_training_loss_falls_and_teacher_trails_the_student(tmp_path):
     recipe = ROOT / "configs" / "tiny_synthetic.yaml"

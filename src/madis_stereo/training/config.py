@@ -144,7 +144,8 @@ class OptimConfig:
     is fitted from the measured pace at steps 30 and 150 (``trainer.BUDGET_FIT_STEPS``), and the schedule
     (the cosine, or the cool-down) ends there.
     Warm-up: ``warmup_steps`` when set, else ``warmup_epochs``. ``batch_size`` is per process; the effective batch is
-    batch_size x accum_steps x processes.
+    batch_size x accum_steps x processes. ``activation_checkpointing`` recomputes each transformer block's
+    activations in the backward pass instead of storing them (less memory, about a third more compute).
     """
 
     lr: float = 3e-5
@@ -161,6 +162,7 @@ class OptimConfig:
     time_budget_s: float | None = None
     schedule: str = "cosine"
     cooldown_frac: float = 0.2
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

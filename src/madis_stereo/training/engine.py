@@ -159,6 +159,7 @@ class Engine:
         self.env = env
         self.masked = cfg.madis.enabled
         self.model = model.to(env.device).train()
+        self.model.activation_checkpointing = cfg.optim.activation_checkpointing
         self.frozen = freeze_unused(self.model, self.masked)
         self.net: nn.Module = StudentForward(self.model)
         if env.distributed:
