@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from madis_stereo.errors import InputError
-from madis_stereo.inference.tiling import check_tiling, tiled_predict
+from madis_stereo.inference.tiling import check_blend, check_tiling, tiled_predict
 from madis_stereo.model.config import parse_conf_mode
 from madis_stereo.model.preprocess import normalize
 
@@ -86,12 +86,13 @@ class Predictor:
     """Runs a model on image pairs of any size (tiled) with fixed settings.
 
     ``precision`` is "fp32" or "bf16" (autocast); ``crop`` defaults to the model's training crop;
-    ``compile`` wraps the model in ``torch.compile``.
+    ``compile`` wraps the model in ``torch.compile``; ``blend`` is ``taper`` (default, no seams where a window
+    ends) or ``croco`` (CroCo-Stereo's blend), see :mod:`madis_stereo.inference.tiling`.
     """
 
     def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
                  conf_mode: str | None = None, device: str | torch.device | None = None,
-                 precision: str = "fp32", tile_batch: int = 1, compile: bool = False) -> None:
+                 precision: str = "fp32", tile_batch: int = 1, compile: bool = False, blend: str = "taper") -> None:
         config = getattr(model, "config", None)
         self.crop = check_tiling(crop or (config.crop if config else (352, 704)), overlap, tile_batch)
         self.conf_mode = conf_mode or (config.conf_mode if config else "conf_expsigmoid_15_3")
@@ -105,6 +106,7 @@ class Predictor:
         self.overlap = overlap
         self.precision = precision
         self.tile_batch = tile_batch
+        self.blend = check_blend(blend)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
@@ -119,7 +121,8 @@ class Predictor:
     def __call__(self, left: Any, right: Any) -> Prediction:
         lt, rt = self.prepare(left, right)
         with self.autocast():
-            disp, conf = tiled_predict(self.model, lt, rt, self.crop, self.overlap, self.conf_mode, self.tile_batch)
+            disp, conf = tiled_predict(self.model, lt, rt, self.crop, self.overlap, self.conf_mode, self.tile_batch,
+                                       self.blend)
         return Prediction(disp[0, 0].float().cpu().numpy(), conf[0].float().cpu().numpy())
 
 

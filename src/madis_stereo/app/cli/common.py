@@ -10,13 +10,16 @@ log = logging.getLogger("madis_stereo.app.cli")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--checkpoint, --device, --bf16, --crop, --overlap, --tile-batch, --compile."""
+    """--checkpoint, --device, --bf16, --crop, --overlap, --tile-batch, --blend, --compile."""
     p.add_argument("--checkpoint", help="our .safetensors, a CroCo-Stereo .pth (default: the bundled model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda if available)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs)")
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="tile size (default: training crop)")
     p.add_argument("--overlap", type=float, default=0.7, help="tile overlap in [0, 1) (default 0.7)")
     p.add_argument("--tile-batch", type=int, default=1, help="tiles per forward pass (default 1)")
+    p.add_argument("--blend", choices=("taper", "croco"), default="taper",
+                   help="tile blend: taper (default; windows fade out at their edges, no seams) or croco "
+                        "(CroCo-Stereo's confidence-only blend)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on many pairs)")
 
 
@@ -83,7 +86,7 @@ def dataset_spec(name: str, root: Any, split: str | None, overrides: list[str]) 
 def predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"crop": args.crop, "overlap": args.overlap, "device": cli_device(args),
             "precision": "bf16" if args.bf16 else "fp32", "tile_batch": args.tile_batch,
-            "compile": getattr(args, "compile", False)}
+            "compile": getattr(args, "compile", False), "blend": args.blend}
 
 
 def progress(iterable: Any, total: int | None, desc: str, unit: str, disable: bool = False) -> Any:

@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vmin", type=float, default=0.0, help="colour range start of the color PNG (default 0)")
     p.add_argument("--vmax", type=float, default=None,
                    help="colour range end of the color PNG (default: per image, 99th percentile); fix it for videos")
+    p.add_argument("--legend", action="store_true",
+                   help="append a labelled colour bar below each color PNG (its range is always in the PNG's "
+                        "text chunk 'disparity_range')")
     geo = p.add_argument_group("geometry (depth, ply)")
     geo.add_argument("--calib", metavar="FILE",
                      help="Middlebury/ETH3D calib.txt (f and cx, cy from cam0, baseline in mm, doffs); 'auto' = "
@@ -80,7 +83,8 @@ def _predictor(args: argparse.Namespace) -> Predictor:
             raise ValueError("give either --checkpoint or --onnx, not both")
         common.check_tiling_args(args)
         model = OnnxStereoModel(args.onnx, providers=onnx_providers(args.device))
-        return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", tile_batch=args.tile_batch)
+        return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", tile_batch=args.tile_batch,
+                         blend=args.blend)
     return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
 
 
@@ -91,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     from madis_stereo.inference.predictor import rgb_pair
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    options = OutputOptions(formats=formats, vmin=args.vmin, vmax=args.vmax, depth_format=args.depth_format,
+    options = OutputOptions(formats=formats, vmin=args.vmin, vmax=args.vmax, legend=args.legend,
+                            depth_format=args.depth_format,
                             max_depth=args.max_depth, min_certainty=args.min_certainty)
     if options.needs_camera and args.calib is None and (args.focal is None or args.baseline is None):
         raise ValueError("formats depth and ply need --calib calib.txt (or 'auto'), or --focal F --baseline B")
@@ -106,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     log.info("%d pair(s) -> %s (formats %s; crop %dx%d, overlap %.2f, %s)", len(pairs), args.out, ",".join(formats),
              *predictor.crop, predictor.overlap, predictor.device)
+    if "color" in formats:
+        top = f"{args.vmax:g}" if args.vmax is not None else "the image's 99th percentile"
+        log.info("color PNGs: disparity %g px (dark blue) to %s (dark red); each PNG states its range in its "
+                 "text chunk 'disparity_range'%s", args.vmin, top, "" if args.legend else " (--legend draws a bar)")
     if options.needs_camera:
         unit = "mm (calib.txt)" if args.calib else "the unit of --baseline"
         log.info("depth and point coordinates are in %s", unit)
