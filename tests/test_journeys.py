@@ -345,3 +345,22 @@ def test_color_png_states_its_range_and_draws_a_legend(ckpt, tmp_path):
         assert png.size == (70, 40 + 28) and png.text["disparity_range"] == "0 20"
         bar = np.asarray(png.convert("RGB"))[40:54]
     assert (bar[:, 0] != bar[:, -1]).any() and (bar[:, :1] == bar[:1, :1]).all()  # a ramp along x
+
+
+# --- fine-tuning the bundled model by name -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["bundled", "default"])
+def test_model_init_names_the_bundled_model(name):
+    import madis_stereo as ms
+    from madis_stereo.errors import ConfigError
+    from madis_stereo.training import load_train_config
+    from madis_stereo.training.trainer import build_student
+
+    cfg = load_train_config({"model": {"preset": "small", "crop": [64, 128], "init": name}})
+    student = build_student(cfg)
+    bundled = ms.load_default_model()
+    assert student.config.crop == (64, 128)
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), bundled.state_dict().values()))
+    with pytest.raises(ConfigError, match=f"model.init={name}: the bundled model is the 'small' preset"):
+        build_student(load_train_config({"model": {"preset": "tiny", "init": name}}))

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from madis_stereo.errors import CheckpointError, ConfigError, TrainingError
-from madis_stereo.model.checkpoint import load_model, load_weights, read_weights, save_model
+from madis_stereo.errors import CheckpointError, ConfigError, TrainingError, first_line
+from madis_stereo.model.checkpoint import default_model_path, load_model, load_weights, read_weights, save_model
 from madis_stereo.model.network import StereoModel
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
@@ -39,6 +39,7 @@ __all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
+BUNDLED_NAMES = ("bundled", "default")  # model.init values naming the package's bundled weights
 # With a time budget the run length is fitted from the measured pace at these steps (the pace counted from
 # step BUDGET_PACE_START, after data-loader start-up, or from the previous fit); fixed after the last one.
 BUDGET_PACE_START = 10
@@ -60,16 +61,28 @@ class TrainResult:
 
 
 def build_student(cfg: TrainConfig) -> StereoModel:
-    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``."""
+    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init`` (a path, or
+    ``bundled`` / ``default``: the package's bundled weights, whose architecture ``model.arch`` must have)."""
     init = cfg.model.init
     if init is None:
         return StereoModel(cfg.model.arch)
     if init.startswith("<") or not init.strip():
         raise ConfigError(f"model.init is not set ({init}); pass model.init=PATH to a CroCo v2 pretraining "
-                          "checkpoint or one of ours")
+                          "checkpoint or one of ours, or model.init=bundled")
+    if init in BUNDLED_NAMES:
+        init = str(default_model_path())
+        if not Path(init).is_file():
+            raise ConfigError(f"model.init={cfg.model.init}: this installation has no bundled model ({init})")
     if not Path(init).is_file():
         raise ConfigError(f"model.init: checkpoint not found: {init}")
-    model = load_model(init, config_overrides=cfg.model.arch.to_dict())
+    try:
+        model = load_model(init, config_overrides=cfg.model.arch.to_dict())
+    except CheckpointError as err:
+        if cfg.model.init not in BUNDLED_NAMES:
+            raise
+        raise ConfigError(f"model.init={cfg.model.init}: the bundled model is the 'small' preset (taps [3, 5, 7, 9]); "
+                          "use model.preset=small without other architecture changes "
+                          f"({first_line(err)[:120]})") from None
     if model.config != cfg.model.arch:
         raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
     log.info("student initialised from %s", init)
