@@ -34,3 +34,8 @@ def croco_dir() -> Path:
     path = FIXTURES / "croco"
     assert path.is_dir(), f"CroCo fixtures missing at {path}"
     return path
+
+
+def pytest_addoption(parser):
+    parser.addoption("--app-screenshot", default=None, metavar="PNG",
+                     help="the browser test of the web app also saves its screenshot here (make app-screenshot)")

@@ -4,6 +4,7 @@ predictions, and the submission files follow each benchmark's layout."""
 from __future__ import annotations
 
 import json
+import re
 
 import data_layouts as layouts  # noqa: E402
 import numpy as np
@@ -86,6 +87,7 @@ def test_eth3d_real_process_submission_and_numbers(ckpt, tmp_path):
     _assert_same(report["aggregate"], expected)
     assert {"all/bad_1.0", "noc/bad_1.0", "all/avgerr", "noc/rms", "all/a50", "noc/a99"} <= set(expected)
     assert "error" not in proc.stderr
+    assert re.search(r"evaluate finished\n  dataset +eth3d .*\n(.*\n)*  results +\S+", proc.stderr)
     assert "bad_0.5" in proc.stdout
 
 

@@ -146,8 +146,8 @@ def test_missing_calibration_and_bad_checkpoint(setup, tmp_path):
     root, ckpt, left, right = setup
     proc = cli("predict", left, right, "-o", tmp_path, "--checkpoint", ckpt, "--format", "ply")
     assert proc.returncode == 2
-    assert proc.stderr.strip().endswith("madis-stereo predict: error: formats depth and ply need --calib calib.txt "
-                                        "(or 'auto'), or --focal F --baseline B")
+    assert proc.stderr.strip().endswith("madis-stereo predict: error: formats depth and ply need --rectify CALIB, "
+                                        "--calib calib.txt (or 'auto'), or --focal F --baseline B")
     proc = cli("predict", left, right, "-o", tmp_path / "o", "--checkpoint", ckpt, "--format", "depth",
                    "--calib", tmp_path / "nowhere" / "calib.txt", "--device", "cpu")
     assert proc.returncode == 2

@@ -331,7 +331,7 @@ def test_color_png_states_its_range_and_draws_a_legend(ckpt, tmp_path):
     proc = cli("predict", left, right, "-o", tmp_path / "a", "--checkpoint", ckpt, "--device", "cpu",
                "--format", "color,npy")
     assert proc.returncode == 0, proc.stderr
-    assert "color PNGs: disparity 0 px (dark blue) to the image's 99th percentile (dark red)" in proc.stderr
+    assert "color PNGs: disparity 0 px (dark blue) to the first pair's 99th percentile (dark red)" in proc.stderr
     disparity = np.load(tmp_path / "a" / "scene_left.npy")
     with Image.open(tmp_path / "a" / "scene_left_color.png") as png:
         assert png.size == (70, 40)

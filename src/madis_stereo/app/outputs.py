@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from madis_stereo.errors import InputError
-from madis_stereo.geometry.camera import Camera, disparity_to_depth, point_cloud
+from madis_stereo.geometry.camera import Camera
 from madis_stereo.inference.predictor import certainty
 from madis_stereo.utils.files import atomic_path
 
@@ -128,6 +128,9 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
     ``<name>.pfm`` / ``<name>.npy`` (float32 disparity), ``<name>_depth.pfm|.npy`` (depth, +inf invalid),
     ``<name>.ply`` (coloured points), ``<name>_conf.png`` (:func:`certainty`, 8-bit, white = sure).
     ``confidence`` is the raw confidence logit of :class:`~madis_stereo.inference.predictor.Prediction`.
+    ``camera``: a :class:`~madis_stereo.geometry.camera.Camera`, or a
+    :class:`~madis_stereo.geometry.rectify.RectifiedView` for a pair rectified from raw images (depth and
+    points then lie in the original left camera; ``image`` is the original left image).
     """
     from madis_stereo.app.visualize import color_legend, color_range, colorize_disparity, save_png
     from madis_stereo.data.formats import write_kitti_disparity, write_pfm
@@ -159,7 +162,7 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
             sure = certainty(confidence) if sure is None else sure
             save_png(path, certainty_png(sure))
         elif fmt == "depth" and camera is not None:
-            depth = disparity_to_depth(disparity, camera)
+            depth = camera.depth(disparity)
             path = Path(f"{path}.{options.depth_format}")
             if options.depth_format == "pfm":
                 write_pfm(path, depth)
@@ -168,8 +171,8 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
         elif fmt == "ply" and camera is not None:
             if options.min_certainty is not None and sure is None:
                 sure = certainty(confidence)
-            points, colors = point_cloud(disparity, image, camera, certainty=sure,
-                                         min_certainty=options.min_certainty, max_depth=options.max_depth)
+            points, colors = camera.points(disparity, image, certainty=sure, min_certainty=options.min_certainty,
+                                           max_depth=options.max_depth)
             write_ply(path, points, colors, comments=(f"madis-stereo point cloud of {name}, unit {camera.unit}",))
             log.debug("%s: %d points", path, len(points))
         written.append(path)

@@ -50,6 +50,14 @@ class Camera:
         cy = (height - 1) / 2.0 if self.cy is None else float(self.cy)
         return cx, cy
 
+    def depth(self, disparity: np.ndarray) -> np.ndarray:
+        """:func:`disparity_to_depth` with this camera (the interface ``write_outputs`` uses)."""
+        return disparity_to_depth(disparity, self)
+
+    def points(self, disparity: np.ndarray, image: np.ndarray, **filters: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`point_cloud` with this camera (the interface ``write_outputs`` uses)."""
+        return point_cloud(disparity, image, self, **filters)
+
 
 def camera_from_calib(calib: Mapping[str, Any], source: str = "calib") -> Camera:
     """A :class:`Camera` from a Middlebury / ETH3D calibration dict (see ``madis_stereo.data.read_calib``).

@@ -28,6 +28,7 @@ from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
 from madis_stereo.training.data import build_device_batches, build_train_dataset, build_val_dataset, worker_init_fn
 from madis_stereo.training.engine import BASELINE_TOTAL, LOSS_TERMS, MADIS_TOTAL, Engine, StepResult
+from madis_stereo.training.progress import TrainConsole
 from madis_stereo.training.rendering import DeviceBatches
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
@@ -113,6 +114,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.last_val: dict[str, float] = {}
         self.last_saved = -1
+        self.console: TrainConsole | None = None  # set by fit()
         self.started = time.perf_counter()
         self.pace_mark = (self.started, 0)
         self.budget_fixed = self.cfg.optim.time_budget_s is None
@@ -153,24 +155,26 @@ class Trainer:
             names = LOSS_TERMS if self.cfg.madis.enabled else {"gt": LOSS_TERMS["gt"]}
             log.info("loss terms: %s; %s", "; ".join(f"{k} = {v}" for k, v in names.items()),
                      MADIS_TOTAL if self.cfg.madis.enabled else BASELINE_TOTAL)
-        bar = _progress(self.total_steps, self.step, self.env.is_main)
+        o = self.cfg.optim
+        self.console = TrainConsole(self.total_steps, self.step, o.batch_size * o.accum_steps * self.env.world_size,
+                                    self.cfg.run.log_every, self.env.is_main, o.time_budget_s)
+        last = None
         try:
             while self.step < self.total_steps:
                 for micro_batches in self._epoch_batches():
-                    self._train_step(micro_batches, bar)
+                    self._train_step(micro_batches)
                     if self.step >= self.total_steps:
                         break
                 if self.position >= self.steps_per_epoch:
                     self.epoch, self.position = self.epoch + 1, 0
             if self.last_saved != self.step:
                 self._checkpoint()
+            last = self.run_dir / S.checkpoint_name(self.step) if self.env.is_main else None
         finally:
-            bar.close()
+            self.console.finish(self.step, self.run_dir, last, self.best, self.logger.writer is not None)
             self.logger.close()
             self.loader = None  # stops its persistent workers
-        last = self.run_dir / S.checkpoint_name(self.step)
-        return TrainResult(self.run_dir, self.step, last if self.env.is_main else None, self.best, self.engine,
-                           steps_trained=self.step - first_step)
+        return TrainResult(self.run_dir, self.step, last, self.best, self.engine, steps_trained=self.step - first_step)
 
     def _epoch_batches(self) -> Iterator[list[dict[str, Any]]]:
         """Groups of ``accum_steps`` micro-batches for the rest of the current epoch."""
@@ -192,7 +196,7 @@ class Trainer:
         for _ in range(self.steps_per_epoch - self.position):
             yield [next(batches) for _ in range(o.accum_steps)]
 
-    def _fit_budget(self, bar: Any) -> None:
+    def _fit_budget(self) -> None:
         """Set ``total_steps`` so that the run ends within ``optim.time_budget_s`` (same on every rank)."""
         now = time.perf_counter()
         pace = (now - self.pace_mark[0]) / max(1, self.step - self.pace_mark[1])
@@ -203,21 +207,21 @@ class Trainer:
         self.warmup_steps = min(self.cfg_warmup_steps, self.total_steps)
         self.pace_mark = (now, self.step)
         self.budget_fixed = self.step >= BUDGET_FIT_STEPS[-1]
-        bar.total = self.total_steps
         log.info("time budget %.0f s: %.3f s per step lately, the run ends at step %d",
                  self.cfg.optim.time_budget_s, pace, self.total_steps)
 
-    def _train_step(self, micro_batches: list[dict[str, Any]], bar: Any) -> None:
+    def _train_step(self, micro_batches: list[dict[str, Any]]) -> None:
         if not self.budget_fixed and self.step == BUDGET_PACE_START:
             self.pace_mark = (time.perf_counter(), self.step)
         if not self.budget_fixed and self.step in BUDGET_FIT_STEPS:
-            self._fit_budget(bar)
+            self._fit_budget()
         start = time.perf_counter()
         lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.cfg.optim.lr)
         result = self.engine.step(micro_batches, self.step, lr)
         self.step += 1
         self.position += 1
-        self._record(result, time.perf_counter() - start, bar)
+        self._record(result, time.perf_counter() - start)
+        self.console.step(self.step, self.total_steps, result.losses, result.lr)
         self._guard_nonfinite(result)
         run = self.cfg.run
         final = self.step >= self.total_steps
@@ -226,7 +230,7 @@ class Trainer:
         if (run.ckpt_every and self.step % run.ckpt_every == 0) or final:
             self._checkpoint()
 
-    def _record(self, result: StepResult, seconds: float, bar: Any) -> None:
+    def _record(self, result: StepResult, seconds: float) -> None:
         record = {"kind": "train", "step": self.step, "epoch": self.epoch, "lr": result.lr, **result.losses,
                   "time": seconds, "skipped": result.skipped}
         if result.grad_norm is not None:
@@ -235,11 +239,6 @@ class Trainer:
             record["loss_scale"] = result.loss_scale
         log_now = self.cfg.run.log_every and self.step % self.cfg.run.log_every == 0
         self.logger.write(record, scalars=bool(log_now))
-        bar.update(1)
-        bar.set_postfix(loss=f"{result.losses['loss']:.4f}", s_per_step=f"{seconds:.2f}", refresh=False)
-        if log_now and self.env.is_main:
-            terms = " ".join(f"{k}={v:.4f}" for k, v in result.losses.items())
-            log.info("step %d/%d lr=%.3g %s (%.2f s/step)", self.step, self.total_steps, result.lr, terms, seconds)
 
     def _guard_nonfinite(self, result: StepResult) -> None:
         if result.skipped and not result.failed:
@@ -262,9 +261,8 @@ class Trainer:
                            arch.conf_mode, self.engine.autocast())
         self.last_val = metrics
         self.logger.write({"kind": "val", "step": self.step, **metrics})
-        if self.env.is_main:
-            log.info("validation at step %d: %s", self.step, metrics)
         key = self.cfg.run.best_metric
+        self.console.validation(self.step, metrics, key)
         if key not in metrics:
             return
         if self.best is None or metrics[key] < self.best["value"]:
@@ -309,13 +307,6 @@ class Trainer:
         if self.env.is_main:
             S.remove_stale_temp_files(self.run_dir)
         log.info("resumed %s at step %d (epoch %d)", self.run_dir, self.step, self.epoch)
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, disable=None if enabled else True, desc="train", unit="step",
-                dynamic_ncols=True)
 
 
 def prepare_run_dir(cfg: TrainConfig, out_dir: str | Path | None) -> tuple[Path, bool]:

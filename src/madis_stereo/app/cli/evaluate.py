@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from madis_stereo.data import build_dataset
     from madis_stereo.evaluation.evaluate import SubmissionWriter, evaluate_dataset, protocol_for
     from madis_stereo.inference.predictor import Predictor
+    from madis_stereo.utils.console import duration, summary
     from madis_stereo.utils.files import atomic_write_bytes
 
+    started = time.perf_counter()
     config = common.dataset_spec(args.dataset, args.root, args.split, args.dataset_options)
     protocol = protocol_for(args.dataset)
     writer = None
@@ -78,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
         predictor, dataset, protocol, max_images=args.max_images, submission=writer,
         progress=lambda it: common.progress(it, total, "evaluate", "pair", disable=args.quiet))
     print(_table(result))
-    print(f"{len(result.per_image)} pair(s), {result.mean_runtime:.3f} s per pair")
+    items: list[tuple[str, Any]] = [
+        ("dataset", f"{args.dataset} ({args.split}) at {args.root}, protocol {protocol}"),
+        ("checkpoint", str(args.checkpoint or "bundled default")),
+        ("pairs", f"{len(result.per_image)} in {duration(time.perf_counter() - started)} "
+                  f"({result.mean_runtime:.3f} s per pair for the model)")]
     if args.out is not None:
         report = {"dataset": config, "checkpoint": str(args.checkpoint or "bundled default"),
                   "settings": {"crop": list(predictor.crop), "overlap": predictor.overlap,
@@ -87,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
                                "device": str(predictor.device)},
                   **result.to_dict()}
         atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())
-        log.info("results written to %s", args.out)
+        items.append(("results", str(args.out)))
     if writer is not None:
-        log.info("submission files written under %s (%d files)", args.submission, len(result.submission))
+        items.append(("submission", f"{args.submission} ({len(result.submission)} files)"))
+    log.info("%s", summary("evaluate finished", items))
     return 0

@@ -6,12 +6,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from madis_stereo.app.cli import common
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
+    import numpy as np
+
+    from madis_stereo.app.outputs import OutputOptions
     from madis_stereo.geometry.camera import Camera
+    from madis_stereo.geometry.rectify import Rectifier
     from madis_stereo.inference.predictor import Predictor
 
 log = logging.getLogger("madis_stereo")
@@ -38,7 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="color", help=FORMATS_HELP)
     p.add_argument("--vmin", type=float, default=0.0, help="colour range start of the color PNG (default 0)")
     p.add_argument("--vmax", type=float, default=None,
-                   help="colour range end of the color PNG (default: per image, 99th percentile); fix it for videos")
+                   help="colour range end of the color PNG and video (default: the 99th percentile of the first "
+                   "pair's disparity, kept for every pair of a sequence)")
+    seq = p.add_argument_group("sequences")
+    seq.add_argument("--video", type=Path, metavar="FILE.mp4",
+                     help="also write an MP4 of each left image next to its coloured disparity, in input order "
+                     "(needs the 'video' extra: imageio-ffmpeg, which ships its own ffmpeg)")
+    seq.add_argument("--fps", type=float, default=10.0, help="frames per second of --video (default 10)")
     p.add_argument("--legend", action="store_true",
                    help="append a labelled colour bar below each color PNG (its range is always in the PNG's "
                         "text chunk 'disparity_range')")
@@ -46,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     geo.add_argument("--calib", metavar="FILE",
                      help="Middlebury/ETH3D calib.txt (f and cx, cy from cam0, baseline in mm, doffs); 'auto' = "
                      "the calib.txt next to each left image")
+    geo.add_argument("--rectify", metavar="CALIB",
+                     help="the pairs are RAW images of a calibrated rig: rectify them with this calibration "
+                     "(OpenCV FileStorage YAML/XML with K1 D1 K2 D2 R T or M1 D1 M2 D2 R T; KITTI "
+                     "calib_cam_to_cam.txt; LEFT.yaml,RIGHT.yaml ROS camera_info files) before predicting. "
+                     "Disparity files then belong to the rectified left image; depth and ply lie in the "
+                     "ORIGINAL left camera (its pixel grid and frame) in the unit of the calibration's T")
     geo.add_argument("--focal", type=float, help="focal length in pixels (instead of --calib)")
     geo.add_argument("--baseline", type=float, help="baseline; depth is written in its unit (with --focal)")
     geo.add_argument("--cx", type=float, help="principal point x in pixels (with --focal; default: image centre)")
@@ -88,23 +104,91 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
 
 
-def run(args: argparse.Namespace) -> int:
-    from madis_stereo.app.outputs import OutputOptions, write_outputs
-    from madis_stereo.app.pairs import find_pairs
-    from madis_stereo.errors import first_line
-    from madis_stereo.inference.predictor import rgb_pair
+def _geometry_source(args: argparse.Namespace, options: OutputOptions) -> Rectifier | None:
+    """Check the geometry arguments; the Rectifier of --rectify (read now: a bad file stops before any work)."""
+    from madis_stereo.geometry.calibration import read_calibration
+    from madis_stereo.geometry.rectify import Rectifier
 
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    options = OutputOptions(formats=formats, vmin=args.vmin, vmax=args.vmax, legend=args.legend,
-                            depth_format=args.depth_format,
-                            max_depth=args.max_depth, min_certainty=args.min_certainty)
+    if args.rectify is not None:
+        others = [name for name, value in (("--calib", args.calib), ("--focal", args.focal), ("--cx", args.cx),
+                                           ("--cy", args.cy), ("--fy", args.fy)) if value is not None]
+        if others:
+            raise ValueError(f"--rectify takes the cameras from the calibration; drop {', '.join(others)}")
+        return Rectifier(read_calibration(args.rectify))
     if options.needs_camera and args.calib is None and (args.focal is None or args.baseline is None):
-        raise ValueError("formats depth and ply need --calib calib.txt (or 'auto'), or --focal F --baseline B")
+        raise ValueError("formats depth and ply need --rectify CALIB, --calib calib.txt (or 'auto'), or "
+                         "--focal F --baseline B")
     if args.calib is not None and any(v is not None for v in (args.focal, args.cx, args.cy, args.fy)):
         raise ValueError("give either --calib or --focal/--baseline (with --cx/--cy/--fy), not both")
     if args.focal is None and any(v is not None for v in (args.cx, args.cy, args.fy)):
         raise ValueError("--cx, --cy and --fy go with --focal F --baseline B")
+    return None
+
+
+class _Sequence:
+    """What a run over several pairs shares: one colour range, the video, the rectification check."""
+
+    def __init__(self, args: argparse.Namespace, options: OutputOptions, count: int) -> None:
+        from madis_stereo.app.video import VideoWriter
+
+        self.options, self.count = options, count
+        self.video = VideoWriter(args.video, args.fps) if args.video is not None else None
+        self.vertical: tuple[Any, Any] | None = None
+
+    def fix_range(self, disparity: np.ndarray) -> None:
+        """The first pair fixes the colour range end (unless --vmax did) so a sequence does not flicker."""
+        import dataclasses
+
+        import numpy as np
+
+        if self.options.vmax is not None:
+            return
+        finite = disparity[np.isfinite(disparity)]
+        vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
+        self.options = dataclasses.replace(self.options, vmax=max(vmax, (self.options.vmin or 0.0) + 1e-3))
+        if self.count > 1:
+            log.info("colour range %g..%.4g px for all %d pairs (the first pair's 99th percentile; --vmax sets it)",
+                     self.options.vmin or 0.0, self.options.vmax, self.count)
+
+    def add_frame(self, left: np.ndarray, disparity: np.ndarray) -> None:
+        if self.video is None:
+            return
+        from madis_stereo.app.video import side_by_side_frame
+        from madis_stereo.app.visualize import colorize_disparity
+
+        colored = colorize_disparity(disparity, vmin=self.options.vmin, vmax=self.options.vmax)
+        self.video.write(side_by_side_frame(left, colored))
+
+    def check_rectification(self, raw: tuple[np.ndarray, np.ndarray], rectified: tuple[np.ndarray, np.ndarray]) -> None:
+        """Vertical disparity of matched points before and after rectification (first pair only)."""
+        from madis_stereo.geometry.rectify import vertical_disparity
+
+        if self.vertical is not None:
+            return
+        self.vertical = (vertical_disparity(*raw), vertical_disparity(*rectified))
+        before, after = self.vertical
+        log.info("vertical disparity of matched points: %s before rectification, %s after", before, after)
+        if after.matches and after.median > 0.5:
+            log.warning("rows still differ by %.2f px (median) after rectification: the calibration does not fit "
+                        "these images (another rig, resolution or left/right order?)", after.median)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from madis_stereo.app.outputs import OutputOptions, write_outputs
+    from madis_stereo.app.pairs import find_pairs
+    from madis_stereo.errors import first_line
+    from madis_stereo.inference.predictor import rgb_pair
+    from madis_stereo.utils.console import duration, summary
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    options = OutputOptions(formats=formats, vmin=args.vmin, vmax=args.vmax, legend=args.legend,
+                            depth_format=args.depth_format, max_depth=args.max_depth,
+                            min_certainty=args.min_certainty)
+    rectifier = _geometry_source(args, options)
     pairs = find_pairs(args.inputs)
+    sequence = _Sequence(args, options, len(pairs))
     cameras: dict[Path, Camera] = {}
     if options.needs_camera and args.calib not in (None, "auto"):
         _camera_for(args, Path(args.calib), cameras)  # a missing or bad file stops before any work
@@ -112,29 +196,53 @@ def run(args: argparse.Namespace) -> int:
     log.info("%d pair(s) -> %s (formats %s; crop %dx%d, overlap %.2f, %s)", len(pairs), args.out, ",".join(formats),
              *predictor.crop, predictor.overlap, predictor.device)
     if "color" in formats:
-        top = f"{args.vmax:g}" if args.vmax is not None else "the image's 99th percentile"
+        top = f"{args.vmax:g}" if args.vmax is not None else "the first pair's 99th percentile"
         log.info("color PNGs: disparity %g px (dark blue) to %s (dark red); each PNG states its range in its "
                  "text chunk 'disparity_range'%s", args.vmin, top, "" if args.legend else " (--legend draws a bar)")
     if options.needs_camera:
-        unit = "mm (calib.txt)" if args.calib else "the unit of --baseline"
+        unit = (f"{rectifier.calibration.unit} (the calibration's T), original left camera" if rectifier
+                else "mm (calib.txt)" if args.calib else "the unit of --baseline")
         log.info("depth and point coordinates are in %s", unit)
     failures: list[str] = []
+    started = time.perf_counter()
     bar = common.progress(pairs, len(pairs), "predict", "pair", disable=args.quiet)
-    for pair in bar:
-        try:
-            left, right = rgb_pair(pair.left, pair.right)
-            camera = _camera_for(args, pair.left, cameras) if options.needs_camera else None
-            pred = predictor(left, right)
-            write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, options, camera)
-        except (ValueError, OSError) as err:
-            message = first_line(err)
-            line = f"{pair.left} + {pair.right}: {message}"
-            failures.append(line)
-            bar.write(f"madis-stereo predict: error: {line}", file=sys.stderr)
+    try:
+        for pair in bar:
+            try:
+                left, right = rgb_pair(pair.left, pair.right)
+                if rectifier is not None:
+                    rect = rectifier.rectify(left, right)
+                    camera = rectifier.view(left.shape[1], left.shape[0])
+                    sequence.check_rectification((left, right), rect)
+                else:
+                    rect = (left, right)
+                    camera = _camera_for(args, pair.left, cameras) if options.needs_camera else None
+                pred = predictor(*rect)
+                sequence.fix_range(pred.disparity)
+                write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, sequence.options, camera)
+                sequence.add_frame(rect[0], pred.disparity)
+            except (ValueError, OSError) as err:
+                line = f"{pair.left} + {pair.right}: {first_line(err)}"
+                failures.append(line)
+                bar.write(f"madis-stereo predict: error: {line}", file=sys.stderr)
+    except BaseException:
+        if sequence.video is not None:
+            sequence.video.abort()
+        raise
+    video = sequence.video.close() if sequence.video is not None else None
+    seconds = time.perf_counter() - started
     done = len(pairs) - len(failures)
-    log.info("%d of %d pair(s) written to %s", done, len(pairs), args.out)
+    items: list[tuple[str, Any]] = [("pairs", f"{done} of {len(pairs)} written to {args.out}"),
+                                    ("time", f"{duration(seconds)} ({seconds / max(len(pairs), 1):.3g} s per pair)")]
+    if sequence.options.vmax is not None:
+        items.append(("colour range", f"{sequence.options.vmin or 0:g}..{sequence.options.vmax:.4g} px"))
+    if sequence.vertical is not None:
+        items.append(("vertical disparity", f"{sequence.vertical[1]} (raw: {sequence.vertical[0]})"))
+    if video is not None:
+        items.append(("video", f"{video} ({sequence.video.frames} frames)"))
+    log.info("%s", summary("predict finished", items))
     if failures:
-        summary = [f"madis-stereo predict: {len(failures)} of {len(pairs)} pair(s) failed:"]
-        print("\n".join(summary + [f"  {line}" for line in failures]), file=sys.stderr)
+        lines = [f"madis-stereo predict: {len(failures)} of {len(pairs)} pair(s) failed:"]
+        print("\n".join(lines + [f"  {line}" for line in failures]), file=sys.stderr)
         return 1
     return 0
