@@ -13,6 +13,7 @@ a ``render_on_device`` run). Medians over ``--runs`` after one warm-up.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -59,12 +60,19 @@ def reference_renderer(cfg: SyntheticConfig, runs: int) -> float:
 
 def train_step(preset: str, size: tuple[int, int], batch: int, amp: str, device: torch.device, runs: int,
                source: DeviceBatches | None = None) -> float:
+    """Pairs per second of ``Engine.step`` on a fixed random batch, or on batches from ``source`` (timed over
+    whole render cycles of ``source.ahead`` steps, so that the rendering is counted in full)."""
     engine = make_engine(preset, False, amp, device, size)
     if source is None:
         fixed = {k: v.to(device) for k, v in make_batch(batch, size, dense=True).items()}
         return batch / statistics.median(time_steps(engine, fixed, 1, runs))
     counter = iter(range(10**9))
-    return batch / timed(lambda: engine.step([source.batch(next(counter))], 0, 1e-6), runs, device)
+
+    def cycle() -> None:
+        for _ in range(source.ahead):
+            engine.step([source.batch(next(counter))], 0, 1e-6)
+
+    return batch * source.ahead / timed(cycle, runs, device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(args.size)
     cfg = SyntheticConfig(size=size, max_disparity=args.max_disparity, occlusion_mask=False)
     cpu, device = torch.device("cpu"), torch.device(args.device)
-    print(f"# {machine_line('cpu')} ({torch.get_num_threads()} threads)")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"# {machine_line('cpu')} ({torch.get_num_threads()} threads); load average {load}")
     if device.type == "cuda":
         print(f"# {machine_line(args.device)}")
     print(f"# {size[0]}x{size[1]}, max disparity {args.max_disparity:g}; median of {args.runs} runs after 1 warm-up")

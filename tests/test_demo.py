@@ -39,11 +39,15 @@ def test_run_demo_writes_images_and_scores_every_method(tmp_path):
 
 def test_demo_command_prints_the_table(tmp_path, capsys):
     ckpt = ms.save_model(ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128))), tmp_path / "t.safetensors")
-    code = main(["demo", "--checkpoint", str(ckpt), "--scale", "0.25", "--out", str(tmp_path / "out")])
+    code = main(["demo", "--checkpoint", str(ckpt), "--compare", "bundled", "--scale", "0.25",
+                 "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 0
     assert "SGBM filled" in out and "bad_2" in out and "Motorcycle" in out
-    assert (tmp_path / "out" / "sheet.png").exists()
+    methods = [line.split("  ")[0].strip() for line in out.splitlines()[3:7]]
+    assert methods == ["t", "bundled model", "SGBM", "SGBM filled"], out
+    for name in ("sheet", "disparity", "disparity_bundled_model", "error_bundled_model"):
+        assert (tmp_path / "out" / f"{name}.png").exists()
 
 
 def test_default_model_loads_offline_in_under_two_seconds(monkeypatch):

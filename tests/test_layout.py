@@ -144,6 +144,6 @@ def test_package_import_is_lazy_and_complete():
     for name in ms.__all__:
         assert getattr(ms, name) is not None, name
     errors = [getattr(ms, n) for n in ms.__all__ if n.endswith("Error")]
-    assert all(issubclass(e, ms.MadisStereoError) for e in errors) and len(errors) == 6
+    assert all(issubclass(e, ms.MadisStereoError) for e in errors) and len(errors) == 7
     assert issubclass(ms.ConfigError, ValueError) and issubclass(ms.TrainingError, RuntimeError)
     assert not hasattr(ms, "random_masks")

@@ -16,6 +16,7 @@ from madis_stereo.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    DownloadError,
     InputError,
     MadisStereoError,
     TrainingError,
@@ -26,10 +27,11 @@ if TYPE_CHECKING:
     from madis_stereo.evaluation.metrics import stereo_metrics
     from madis_stereo.inference.predictor import Prediction, Predictor, predict
     from madis_stereo.inference.tiling import tiled_predict
-    from madis_stereo.model.checkpoint import load_default_model, load_model, save_model
+    from madis_stereo.model.checkpoint import load_default_model, save_model
     from madis_stereo.model.config import ModelConfig
     from madis_stereo.model.network import MaskedStereoOutput, StereoModel, StereoOutput
     from madis_stereo.model.preprocess import normalize
+    from madis_stereo.model.registry import load_model
 
 # public name -> module that defines it
 _LAZY = {
@@ -40,7 +42,7 @@ _LAZY = {
     "StereoModel": "madis_stereo.model.network",
     "StereoOutput": "madis_stereo.model.network",
     "load_default_model": "madis_stereo.model.checkpoint",
-    "load_model": "madis_stereo.model.checkpoint",
+    "load_model": "madis_stereo.model.registry",
     "normalize": "madis_stereo.model.preprocess",
     "predict": "madis_stereo.inference.predictor",
     "save_model": "madis_stereo.model.checkpoint",
@@ -73,6 +75,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DownloadError",
     "InputError",
     "MadisStereoError",
     "MaskedStereoOutput",

@@ -10,6 +10,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DownloadError",
     "InputError",
     "MadisStereoError",
     "TrainingError",
@@ -27,6 +28,10 @@ class InputError(MadisStereoError, ValueError):
 
 class CheckpointError(MadisStereoError, ValueError):
     """A file is not a usable checkpoint: missing, truncated, unsafe, or of the wrong architecture."""
+
+
+class DownloadError(CheckpointError):
+    """A checkpoint could not be fetched: unreachable host, HTTP error, offline mode, size or checksum mismatch."""
 
 
 class DataError(MadisStereoError, ValueError):

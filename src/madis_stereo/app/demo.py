@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,21 +64,30 @@ def _score(name: str, disparity: np.ndarray, gt: np.ndarray) -> dict[str, Any]:
 
 
 def run_demo(model: torch.nn.Module, left: np.ndarray, right: np.ndarray, gt: np.ndarray | None, out_dir: Path,
-             max_disparity: float | None = None, **predictor_kwargs: Any) -> DemoResult:
-    """Predict with ``model`` and SGBM (raw and row-filled), write images and, with GT, score all three.
+             max_disparity: float | None = None, label: str = "ours",
+             compare: Mapping[str, torch.nn.Module] | None = None, **predictor_kwargs: Any) -> DemoResult:
+    """Predict with ``model`` and SGBM (raw and row-filled), write images and, with GT, score all of them.
 
+    ``label`` names the model in the metric rows and on the sheet (e.g. "bundled model", "crocostereo");
+    ``compare`` adds more models (label -> model), each with its row, disparity and error image.
     Writes into ``out_dir``: disparity.png, confidence.png, sgbm.png, sgbm_filled.png, sheet.png, and with
-    GT error.png, error_sgbm.png and metrics.json. ``predictor_kwargs`` go to :class:`Predictor`.
+    GT error.png, error_sgbm.png and metrics.json; ``disparity_<label>.png`` (and ``error_<label>.png``) per
+    compared model. ``predictor_kwargs`` go to :class:`Predictor`.
     """
     left, right = rgb_pair(left, right)
     if gt is not None and gt.shape != left.shape[:2]:
         raise InputError(f"ground truth is {gt.shape}, the images are {left.shape[:2]}")
     out_dir = Path(out_dir)
-    predictor = Predictor(model, **predictor_kwargs)
-    start = time.perf_counter()
-    pred = predictor(left, right)
-    seconds = time.perf_counter() - start
-    log.info("model: %.2f s for %dx%d", seconds, left.shape[1], left.shape[0])
+    models = {label: model, **(compare or {})}
+    if len(models) != 1 + len(compare or {}):
+        raise InputError(f"two models are labelled '{label}'; give the compared ones other labels")
+    preds, seconds = {}, {}
+    for name, net in models.items():
+        start = time.perf_counter()
+        preds[name] = Predictor(net, **predictor_kwargs)(left, right)
+        seconds[name] = time.perf_counter() - start
+        log.info("%s: %.2f s for %dx%d", name, seconds[name], left.shape[1], left.shape[0])
+    pred = preds[label]
     sgbm = sgbm_disparity(left, right, max_disparity=max_disparity)
     filled = fill_holes_rowwise(sgbm)
     finite = gt[np.isfinite(gt)] if gt is not None else pred.disparity.ravel()
@@ -87,22 +98,38 @@ def run_demo(model: torch.nn.Module, left: np.ndarray, right: np.ndarray, gt: np
         "sgbm": colorize_disparity(sgbm, vmin=0.0, vmax=vmax),
         "sgbm_filled": colorize_disparity(filled, vmin=0.0, vmax=vmax),
     }
+    others = [name for name in models if name != label]
+    for name in others:
+        images[f"disparity_{_slug(name)}"] = colorize_disparity(preds[name].disparity, vmin=0.0, vmax=vmax)
     rows: list[dict[str, Any]] = []
-    sheet = [left, images["disparity"], images["confidence"], images["sgbm"], images["sgbm_filled"]]
-    labels = ["left", "ours", "certainty", "SGBM", "SGBM filled"]
+    sheet = [left, images["disparity"], images["confidence"], images["sgbm"], images["sgbm_filled"],
+             *(images[f"disparity_{_slug(name)}"] for name in others)]
+    labels = ["left", label, "certainty", "SGBM", "SGBM filled", *others]
     if gt is not None:
-        rows = [_score("ours", pred.disparity, gt), _score("SGBM", sgbm, gt), _score("SGBM filled", filled, gt)]
+        scored = {name: _score(name, preds[name].disparity, gt) for name in models}
+        scored["SGBM"], scored["SGBM filled"] = _score("SGBM", sgbm, gt), _score("SGBM filled", filled, gt)
+        rows = [scored[name] for name in (label, *others, "SGBM", "SGBM filled")]
         images["error"] = error_map(pred.disparity, gt)
         images["error_sgbm"] = error_map(sgbm, gt)
-        sheet = [left, colorize_disparity(gt, vmin=0.0, vmax=vmax), *sheet[1:], images["error"],
+        for name in others:
+            images[f"error_{_slug(name)}"] = error_map(preds[name].disparity, gt)
+        sheet = [left, colorize_disparity(gt, vmin=0.0, vmax=vmax), *sheet[1:5], images["error"],
                  images["error_sgbm"]]
-        labels = ["left", "ground truth", *(f"{lab} bad-2 {r['bad_2']:.1f}%" if r else lab for lab, r in
-                                            zip(labels[1:], [rows[0], None, rows[1], rows[2]])),
-                  "error ours", "error SGBM"]
+        labels = ["left", "ground truth", *(f"{lab} bad-2 {scored[lab]['bad_2']:.1f}%" if lab in scored else lab
+                                            for lab in labels[1:5]), f"error {label}", "error SGBM"]
+        for name in others:
+            sheet += [images[f"disparity_{_slug(name)}"], images[f"error_{_slug(name)}"]]
+            labels += [f"{name} bad-2 {scored[name]['bad_2']:.1f}%", f"error {name}"]
     images["sheet"] = side_by_side(sheet, labels, columns=4 if gt is not None else 3)
     files = {name: save_png(out_dir / f"{name}.png", img) for name, img in images.items()}
     if rows:
+        report = {"rows": rows, "model_seconds": seconds[label], "seconds": seconds}
         with atomic_path(out_dir / "metrics.json") as tmp:
-            tmp.write_text(json.dumps({"rows": rows, "model_seconds": seconds}, indent=1))
+            tmp.write_text(json.dumps(report, indent=1))
         files["metrics"] = out_dir / "metrics.json"
-    return DemoResult(rows, files, seconds)
+    return DemoResult(rows, files, seconds[label])
+
+
+def _slug(label: str) -> str:
+    """A label as a file-name part: letters, digits, '-' and '_' kept, the rest '_'."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", label).strip("_") or "model"

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from madis_stereo.errors import CheckpointError
-from madis_stereo.model.checkpoint import checkpoint_format, header_config, load_model, read_metadata
+from madis_stereo.model.checkpoint import checkpoint_format, header_config, read_metadata
 from madis_stereo.model.config import ModelConfig
+from madis_stereo.model.registry import load_model, resolve_checkpoint
 
 __all__ = ["checkpoint_info", "format_checkpoint_info"]
 
@@ -44,12 +45,13 @@ def _architecture(config: ModelConfig) -> dict[str, Any]:
 
 
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """Describe a checkpoint: ``{"path", "format", "parameters", "architecture", "config", "metadata", ...}``.
+    """Describe a checkpoint (path, URL or registered name): ``{"path", "format", "parameters", "architecture",
+    "config", "metadata", ...}``.
 
     ``format`` is "madis-stereo safetensors" or the CroCo kind; ``metadata`` holds provenance and training
     metrics as stored by ``save_model`` (ours) or the CroCo file's task/epoch.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     kind = checkpoint_format(path)
     info: dict[str, Any] = {"path": str(path), "size_bytes": path.stat().st_size}
     if kind == "safetensors":
@@ -64,7 +66,8 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     else:
         model, metadata = load_model(path, return_metadata=True)
         config = model.config
-        kind = {"croco_stereo": "CroCo-Stereo .pth", "croco_pretrain": "CroCo v2 pretraining .pth"}
+        kind = {"croco_stereo": "CroCo-Stereo .pth", "croco_pretrain": "CroCo v2 pretraining .pth",
+                "madis_stereo": "MaDis-Stereo .pth"}
         info.update(format=kind.get(metadata.get("source"), "PyTorch .pth"),
                     parameters=sum(p.numel() for p in model.parameters()), metadata=metadata)
     info["architecture"] = _architecture(config)

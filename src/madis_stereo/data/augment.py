@@ -24,7 +24,8 @@ import numpy as np
 
 from madis_stereo.data.base import Sample
 
-__all__ = ["AugmentConfig", "Augmentor", "ColorParams", "apply_color", "draw_color"]
+__all__ = ["GREY_WEIGHTS", "AugmentConfig", "Augmentor", "ColorParams", "apply_color", "chroma_matrix", "draw_color",
+           "right_perturbation"]
 
 
 def _check_range(name: str, value: tuple[float, float], low: float = -math.inf) -> None:
@@ -93,6 +94,26 @@ _RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.
 _YIQ2RGB = np.linalg.inv(_RGB2YIQ)
 
 
+GREY_WEIGHTS = _RGB2YIQ[0]  # the Y of YIQ: the grey level contrast is taken around
+
+
+def chroma_matrix(params: ColorParams) -> np.ndarray:
+    """The 3x3 RGB -> RGB matrix of the saturation and hue change: chroma (I, Q) scaled and rotated."""
+    angle = 2 * math.pi * params.hue
+    cos, sin = math.cos(angle) * params.saturation, math.sin(angle) * params.saturation
+    return _YIQ2RGB @ np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]]) @ _RGB2YIQ
+
+
+def right_perturbation(rng: np.random.Generator, cfg: AugmentConfig, width: int, height: int) -> np.ndarray:
+    """A random small rotation about the image centre plus a vertical shift of the right image (2x3, source
+    to destination pixels, OpenCV's convention)."""
+    angle = float(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg))
+    shift = float(rng.uniform(-cfg.max_vshift_px, cfg.max_vshift_px))
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
+    matrix[1, 2] += shift
+    return matrix
+
+
 def _lut(values: np.ndarray) -> np.ndarray:
     return np.clip(np.round(values), 0, 255).astype(np.uint8)
 
@@ -101,13 +122,10 @@ def apply_color(image: np.ndarray, params: ColorParams) -> np.ndarray:
     """Colour-jitter a uint8 ``HxWx3`` RGB image (see the module docstring for the formulas)."""
     levels = np.arange(256, dtype=np.float64)
     out = cv2.LUT(image, _lut(levels * params.brightness))
-    mean = float(np.dot(cv2.mean(out)[:3], _RGB2YIQ[0]))
+    mean = float(np.dot(cv2.mean(out)[:3], GREY_WEIGHTS))
     out = cv2.LUT(out, _lut(mean + (levels - mean) * params.contrast))
     if params.saturation != 1 or params.hue != 0:
-        angle = 2 * math.pi * params.hue
-        cos, sin = math.cos(angle) * params.saturation, math.sin(angle) * params.saturation
-        chroma = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]])
-        out = cv2.transform(out, (_YIQ2RGB @ chroma @ _RGB2YIQ).astype(np.float32))
+        out = cv2.transform(out, chroma_matrix(params).astype(np.float32))
     if params.gamma != 1:
         out = cv2.LUT(out, _lut(255 * (levels / 255) ** params.gamma))
     return out
@@ -176,8 +194,5 @@ class Augmentor:
 
     def _perturb_right(self, right: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         height, width = right.shape[:2]
-        angle = float(rng.uniform(-self.cfg.max_rotation_deg, self.cfg.max_rotation_deg))
-        shift = float(rng.uniform(-self.cfg.max_vshift_px, self.cfg.max_vshift_px))
-        matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
-        matrix[1, 2] += shift
+        matrix = right_perturbation(rng, self.cfg, width, height)
         return cv2.warpAffine(right, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)

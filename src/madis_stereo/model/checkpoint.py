@@ -35,8 +35,10 @@ __all__ = [
     "from_croco_state_dict",
     "header_config",
     "load_model",
+    "croco_checkpoint_config",
     "load_weights",
     "read_metadata",
+    "read_torch_file",
     "read_weights",
     "save_model",
     "to_croco_state_dict",
@@ -265,7 +267,11 @@ def load_weights(model: StereoModel, state: dict[str, Tensor], source: str = "st
 # --------------------------------------------------------------------------------------------------
 
 
-def _torch_load(path: Path) -> Any:
+def read_torch_file(path: Path) -> Any:
+    """A ``.pth`` file's contents, unpickled with ``weights_only`` (tensors, plain data, argparse.Namespace).
+
+    A pickle that would build any other object (i.e. could run code) is refused without running it.
+    """
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -329,24 +335,34 @@ def _check_hooks(config: ModelConfig, state: dict[str, Tensor], source: str) -> 
             )
 
 
-def _load_croco(path: Path, overrides: dict[str, Any]) -> tuple[StereoModel, dict[str, Any]]:
-    ckpt = _torch_load(path)
+# MaDis-Stereo's DPT head taps these layers whatever the architecture (its public code sets them
+# unconditionally): decoder outputs only, since the encoder outputs are masked-length in training.
+MADIS_HOOKS = (13, 16, 19, 23)
+
+
+def croco_checkpoint_config(ckpt: Any, source: str, overrides: dict[str, Any] | None = None
+                            ) -> tuple[ModelConfig, str, dict[str, Any]]:
+    """(config, kind, metadata) of an unpickled CroCo v2 pretraining, CroCo-Stereo or MaDis-Stereo ``.pth``.
+
+    ``kind`` is "pretrain" or "stereo" (the CroCo key set the file holds). The architecture comes from the
+    file's ``croco_kwargs`` / ``args.croco_args`` and its DPT weight shapes; no weights are copied, so the
+    state dict may hold meta tensors. MaDis-Stereo files (an ``encoder`` EMA teacher next to ``model``, or
+    ``mask_ratio`` among the CroCo arguments) get MaDis' DPT hooks unless ``overrides`` set ``dpt_hooks``.
+    """
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise CheckpointError(f"{path}: not a CroCo checkpoint (expected a dict with a 'model' state dict)")
+        raise CheckpointError(f"{source}: not a CroCo checkpoint (expected a dict with a 'model' state dict)")
     state = ckpt["model"]
-    source = str(path)
+    name = Path(source).name
+    overrides = dict(overrides or {})
     if "croco_kwargs" in ckpt:  # CroCo v2 pretraining
         config = _croco_config(ckpt["croco_kwargs"], state, source, **overrides)
-        model = StereoModel(config)
-        fresh = from_croco_state_dict(model, state, source, "pretrain")
-        log.info("%s: CroCo v2 pretraining weights loaded; the DPT stereo head is freshly initialised "
-                 "(%d tensors)", path.name, len(fresh))
-        return model, {"source": "croco_pretrain", "file": path.name}
+        return config, "pretrain", {"source": "croco_pretrain", "file": name}
     args = ckpt.get("args")
     croco_args = getattr(args, "croco_args", None)
     if not isinstance(croco_args, dict):
-        raise CheckpointError(f"{path}: no croco_args / croco_kwargs found; not a CroCo(-Stereo) checkpoint")
-    extra: dict[str, Any] = {}
+        raise CheckpointError(f"{source}: no croco_args / croco_kwargs found; not a CroCo(-Stereo) checkpoint")
+    madis = "encoder" in ckpt or "mask_ratio" in croco_args
+    extra: dict[str, Any] = {"dpt_hooks": list(MADIS_HOOKS)} if madis else {}
     crop = getattr(args, "crop", None)
     if isinstance(crop, (list, tuple)) and len(crop) == 2:
         extra["crop"] = [int(c) for c in crop]
@@ -356,30 +372,35 @@ def _load_croco(path: Path, overrides: dict[str, Any]) -> tuple[StereoModel, dic
     extra.update(overrides)
     config = _croco_config(croco_args, state, source, **extra)
     _check_hooks(config, state, source)
+    metadata = {"source": "madis_stereo" if madis else "croco_stereo", "file": name,
+                "task": getattr(args, "task", None), "epoch": ckpt.get("epoch")}
+    if madis:
+        metadata["mask_ratio"] = croco_args.get("mask_ratio")
+    return config, "stereo", metadata
+
+
+def _load_croco(path: Path, overrides: dict[str, Any]) -> tuple[StereoModel, dict[str, Any]]:
+    ckpt = read_torch_file(path)
+    config, kind, metadata = croco_checkpoint_config(ckpt, str(path), overrides)
     model = StereoModel(config)
-    from_croco_state_dict(model, state, source, "stereo")
-    return model, {"source": "croco_stereo", "file": path.name, "task": getattr(args, "task", None),
-                   "epoch": ckpt.get("epoch")}
+    fresh = from_croco_state_dict(model, ckpt["model"], str(path), kind)
+    if kind == "pretrain":
+        log.info("%s: CroCo v2 pretraining weights loaded; the DPT stereo head is freshly initialised "
+                 "(%d tensors)", path.name, len(fresh))
+    elif metadata["source"] == "madis_stereo":
+        log.info("%s: MaDis-Stereo checkpoint (epoch %s): the student's weights, DPT hooks %s; its EMA teacher "
+                 "is not used for inference", path.name, metadata["epoch"], list(config.hooks))
+    return model, metadata
 
 
-@overload
-def load_model(path: str | Path, map_location: str | torch.device = ...,
-               config_overrides: dict[str, Any] | None = ..., return_metadata: Literal[False] = ...) -> StereoModel: ...
-@overload
-def load_model(path: str | Path, map_location: str | torch.device = ...,
-               config_overrides: dict[str, Any] | None = ..., *,
-               return_metadata: Literal[True]) -> tuple[StereoModel, dict[str, Any]]: ...
-@overload
-def load_model(path: str | Path, map_location: str | torch.device = ...,
-               config_overrides: dict[str, Any] | None = ...,
-               return_metadata: bool = ...) -> StereoModel | tuple[StereoModel, dict[str, Any]]: ...
 def load_model(path: str | Path, map_location: str | torch.device = "cpu",
                config_overrides: dict[str, Any] | None = None,
                return_metadata: bool = False) -> StereoModel | tuple[StereoModel, dict[str, Any]]:
-    """Load one of our ``.safetensors`` checkpoints, a CroCo-Stereo ``.pth`` or a CroCo v2 pretraining ``.pth``.
+    """Load the file ``path``: our ``.safetensors``, a CroCo-Stereo, MaDis-Stereo or CroCo v2 pretraining ``.pth``.
 
     ``config_overrides`` replace config fields (e.g. ``{"dpt_hooks": [13, 16, 19, 23]}`` for a checkpoint
     trained with other hooks). Returns the model in eval mode (and its metadata with ``return_metadata``).
+    ``ms.load_model`` (``registry.load_model``) also takes registered names and URLs.
     """
     path = Path(path)
     overrides = dict(config_overrides or {})

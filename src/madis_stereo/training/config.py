@@ -57,8 +57,9 @@ class DataConfig:
     crop is ``model.crop`` (one source of truth for training and tiled inference).
     ``render_on_device``: render the training pairs on the training device (``training.rendering``) instead
     of loading them through DataLoader workers; ``train`` is then one ``synthetic`` spec of size
-    ``model.crop`` and ``augment`` is null. ``atlas_refresh`` (with ``render_on_device``): pairs between two
-    fresh texture atlases (0 = one atlas for the whole run).
+    ``model.crop``, and ``augment`` (applied on the device) has ``scale_prob: 0`` or is null.
+    ``atlas_refresh`` (with ``render_on_device``): pairs between two fresh texture atlases (0 = one atlas for
+    the whole run).
     """
 
     train: tuple[dict, ...] = ()

@@ -107,15 +107,17 @@ def build_device_batches(cfg: DataConfig, crop: Sequence[int], batch_size: int, 
     if len(specs) != 1 or specs[0].get("name") != "synthetic":
         raise ConfigError("data.render_on_device renders the synthetic world: data.train must be exactly one "
                           "{name: synthetic, ...} spec")
-    if cfg.augment is not None:
-        raise ConfigError("data.render_on_device: set data.augment to null (the renderer varies the views itself)")
+    augment = None if cfg.augment is None else augment_config(cfg.augment, crop)
+    if augment is not None and augment.scale_prob > 0:
+        raise ConfigError("data.render_on_device renders at model.crop, with no x-scale or crop: set "
+                          "data.augment.scale_prob to 0 (or data.augment to null)")
     specs[0].pop("repeat", None)
     dataset = build_dataset(specs[0])
     size = [int(v) for v in dataset.config.size]
     if size != [int(c) for c in crop]:
         raise ConfigError(f"data.render_on_device: data.train.0.size {size} must equal model.crop {list(crop)}")
     return DeviceBatches(dataclasses.replace(dataset.config, occlusion_mask=False), batch_size, device, stream,
-                         atlas_refresh=cfg.atlas_refresh)
+                         atlas_refresh=cfg.atlas_refresh, augment=augment)
 
 
 def build_val_dataset(cfg: DataConfig) -> Dataset | None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from madis_stereo.data.augment import AugmentConfig
 from madis_stereo.data.synthetic.atlas import Atlas, build_atlas, reflect
 from madis_stereo.data.synthetic.config import SyntheticConfig
 from madis_stereo.data.synthetic.scene import (
@@ -40,12 +41,16 @@ from madis_stereo.data.synthetic.scene import (
     shading,
     tone,
 )
+from madis_stereo.training.device_augment import DeviceAugment
 
-__all__ = ["DeviceBatches", "DeviceRenderer", "RenderedBatch"]
+__all__ = ["DeviceBatches", "DeviceRenderer", "PreparedBatch", "RenderedBatch"]
 
 _EPS = 1e-3  # disparity margin for "strictly nearer", as in the reference
 _MIN_WINDOW = 16  # smallest window (pixels) a layer is evaluated on
-PAIRS_PER_CALL = 512  # DeviceBatches on CUDA: pairs rendered per call (fewer, larger kernels)
+PIXELS_PER_CALL = 1 << 26  # DeviceBatches on CUDA: pixels rendered per call (512 pairs of 256x512)
+# per-layer parameters the appearance needs, packed in one table: name -> columns (tile indices are exact in float)
+_TABLE = {"field": (0, 8), "texmap": (8, 14), "tile": (14, 15), "contrast": (15, 16), "tint": (16, 19),
+          "gain_right": (19, 20), "specular": (20, 25)}
 
 
 @dataclasses.dataclass
@@ -72,6 +77,16 @@ class _Group:
     offsets: np.ndarray
     height: int
     width: int
+
+
+@dataclasses.dataclass
+class PreparedBatch:
+    """The CPU side of one render call: the scenes, the seed of the sensor noise, the layer groups of the
+    left and the right view."""
+
+    scene: SceneBatch
+    noise_seed: int
+    plans: tuple[list[_Group], list[_Group]]
 
 
 def _plan(scene: SceneBatch, right: bool | None) -> list[_Group]:
@@ -229,24 +244,34 @@ class DeviceRenderer:
         scene = sample_scenes(rng, self.config, self.batch_size, self.tile_count, self.tile_size)
         return scene, int(rng.integers(0, 2**62))
 
-    def batch(self, index: int) -> dict[str, Tensor]:
-        """Training batch ``index``: ``{"left", "right": uint8 [B, 3, H, W], "disparity": float32 [B, 1, H, W]}``
-        on the device (the format of ``TrainingDataset`` batches)."""
+    def prepare(self, index: int) -> PreparedBatch:
+        """The CPU side of batch ``index`` (its scenes and their layer groups), done before its device work."""
         scene, noise_seed = self.sample(index)
-        out = self.render(scene, noise_seed)
+        return PreparedBatch(scene, noise_seed, (_plan(scene, False), _plan(scene, True)))
+
+    def batch(self, index: int, prepared: PreparedBatch | None = None) -> dict[str, Tensor]:
+        """Training batch ``index``: ``{"left", "right": uint8 [B, 3, H, W], "disparity": float32 [B, 1, H, W]}``
+        on the device (the format of ``TrainingDataset`` batches); ``prepared``: ``prepare(index)``, if done."""
+        job = prepared if prepared is not None else self.prepare(index)
+        out = self.render(job.scene, job.noise_seed, job.plans)
         return {"left": out.left, "right": out.right, "disparity": out.disparity}
 
-    def render(self, scene: SceneBatch, noise_seed: int = 0) -> RenderedBatch:
-        """Both views of ``scene`` (any number of scenes of this config's size) with their ground truth."""
+    def render(self, scene: SceneBatch, noise_seed: int = 0,
+               plans: tuple[list[_Group], list[_Group]] | None = None) -> RenderedBatch:
+        """Both views of ``scene`` (any number of scenes of this config's size) with their ground truth.
+
+        Nothing here waits for the device (no host synchronisation), so the caller can prepare the next
+        batch on the CPU while this one renders."""
         p = self._tensors(scene)
+        plan_left, plan_right = plans if plans is not None else (_plan(scene, False), _plan(scene, True))
         height, width = scene.size
         dev = self.device
         xs = torch.arange(width, dtype=torch.float32, device=dev).view(1, 1, width)
         ys = torch.arange(height, dtype=torch.float32, device=dev).view(1, height, 1)
         shape = (scene.count, height, width)
         x_left = xs.expand(shape)
-        d_left, labels = self._zbuffer(p, _plan(scene, False), shape, None, ys, right=False)
-        _, labels_right = self._zbuffer(p, _plan(scene, True), shape, None, ys, right=True)
+        d_left, labels = self._zbuffer(p, plan_left, shape, None, ys, right=False)
+        _, labels_right = self._zbuffer(p, plan_right, shape, None, ys, right=True)
         nonocc = None
         if self.config.occlusion_mask:
             x_right = x_left - d_left
@@ -264,7 +289,10 @@ class DeviceRenderer:
                   if isinstance(getattr(scene, f.name), np.ndarray)}
         out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev, non_blocking=True) for k, v in arrays.items()}
         out["texmap"] = out["texmap"].flatten(-2)
-        out["blur_max"] = scene.blur.max(0)
+        columns = [out[name].float() if out[name].dim() == 3 else out[name].float()[..., None] for name in _TABLE]
+        out["table"] = torch.cat(columns, -1).flatten(0, 1)
+        out["blur_max"] = scene.blur.max(0)  # decisions from the CPU copy: no device syncs
+        out["highlights"] = bool((scene.specular[..., 3] > 0).any())
         return out
 
     def _zbuffer(self, p: dict[str, Tensor], plan: list[_Group], shape: tuple[int, int, int],
@@ -306,17 +334,19 @@ class DeviceRenderer:
                     generator: torch.Generator) -> Tensor:
         """The visible layers' colours at view positions ``xs`` (labels from the z-buffer), then the camera."""
         count, height, width = labels.shape
-        flat = labels.view(count, -1, 1)
+        layers = p["active"].shape[1]
+        rows = (torch.arange(count, device=labels.device).view(count, 1, 1) * layers + labels).view(-1)
+        # the visible layer's parameters, one row of the packed table per pixel, [B, H, W] each
+        picked = p["table"].index_select(0, rows).view(count, height, width, -1).unbind(-1)
 
-        def winner(name: str) -> list[Tensor]:  # the visible layer's parameters, [B, H, W] each
-            table = p[name] if p[name].dim() == 3 else p[name][..., None]
-            picked = table.gather(1, flat.expand(-1, -1, table.shape[-1]))
-            return list(picked.view(count, height, width, -1).unbind(-1))
+        def winner(name: str) -> list[Tensor]:
+            start, stop = _TABLE[name]
+            return list(picked[start:stop])
 
         field = winner("field")
         x = _source_x(field, xs, ys)[0] if view == 1 else xs
         m = winner("texmap")
-        tile = winner("tile")[0]
+        tile = winner("tile")[0].long()
         size = self.tile_size
         tx = reflect(m[0] * x + m[1] * ys + m[2], size) + (tile % self.atlas_cols) * size
         ty = reflect(m[3] * x + m[4] * ys + m[5], size) + torch.div(tile, self.atlas_cols, rounding_mode="floor") * size
@@ -335,7 +365,8 @@ class DeviceRenderer:
         if view == 1:
             gain = gain * winner("gain_right")[0][:, None]
         image = (mean + contrast * (texture - mean)) * gain
-        image = image + self._highlights(winner("specular"), field, xs, ys, view)[:, None]
+        if p["highlights"]:
+            image = image + self._highlights(winner("specular"), field, xs, ys, view)[:, None]
         return self._camera(image, p, view, generator)
 
     @staticmethod
@@ -353,7 +384,7 @@ class DeviceRenderer:
         gain = (p["exposure"][:, view, None] * p["white"][:, view]).view(count, 3, 1, 1)
         image = tone(image, gain, p["gamma"][:, view].view(count, 1, 1, 1), p["bias"][:, view].view(count, 1, 1, 1))
         sigma = p["blur"][:, view]
-        largest = float(p["blur_max"][view])  # from the CPU copy: no device sync
+        largest = float(p["blur_max"][view])
         if largest > 0:
             image = _blur(image, sigma, largest)
         std = p["noise"][:, view].view(count, 1, 1, 1) * 255
@@ -382,24 +413,31 @@ class DeviceBatches:
     """Training batches rendered on the device, for ``data.render_on_device``.
 
     ``batch(n)`` -> ``{"left", "right": uint8 [B, 3, H, W], "disparity": float32 [B, 1, H, W]}``, a pure
-    function of (config seed, ``stream``, n). On CUDA ``ahead`` batches are rendered in one call (fewer,
-    larger kernels) and handed out in turn. ``atlas_refresh`` > 0: a fresh texture atlas (generation
-    ``n * batch_size // atlas_refresh``) every ``atlas_refresh`` pairs, so that a long run does not see the
-    same textures throughout (each rebuild costs the CPU about a second). ``len()`` is the config's nominal
-    epoch length (in pairs), so epochs are counted as for a dataset.
+    function of (config seed, ``stream``, n). On CUDA ``ahead`` batches (by default about 2^26 pixels, e.g.
+    512 pairs of 256 x 512) are rendered in one call (fewer, larger kernels) and handed out in turn; the
+    scenes of the next call are drawn on the CPU while the device renders the current one.
+    ``atlas_refresh`` > 0: a fresh texture atlas (generation ``pairs so far // atlas_refresh``, counted at the
+    start of each render call) every ``atlas_refresh`` pairs, so that a long run does not see the same
+    textures throughout (each rebuild costs the CPU about a second). ``augment``: CroCo-Stereo augmentation
+    on the device (``DeviceAugment``; flip, right-view perturbation, colour), seeded by n. ``len()`` is the
+    config's nominal epoch length (in pairs), so epochs are counted as for a dataset.
     """
 
     def __init__(self, config: SyntheticConfig, batch_size: int, device: torch.device | str = "cpu",
-                 stream: int = 0, ahead: int | None = None, atlas_refresh: int = 0) -> None:
+                 stream: int = 0, ahead: int | None = None, atlas_refresh: int = 0,
+                 augment: AugmentConfig | None = None) -> None:
         device = torch.device(device)
         if ahead is None:
-            ahead = max(1, PAIRS_PER_CALL // batch_size) if device.type == "cuda" else 1
+            pixels = batch_size * config.size[0] * config.size[1]
+            ahead = max(1, PIXELS_PER_CALL // pixels) if device.type == "cuda" else 1
         if atlas_refresh < 0:
             raise ValueError(f"atlas_refresh must be >= 0 (pairs; 0 = never), got {atlas_refresh}")
         self.config, self.batch_size, self.ahead, self.atlas_refresh = config, batch_size, ahead, atlas_refresh
         self.renderer = DeviceRenderer(config, batch_size * ahead, device, stream)
+        self.augment = DeviceAugment(augment) if augment is not None else None
         self._generation = 0
         self._cached: tuple[int, dict[str, Tensor]] | None = None
+        self._next: tuple[int, PreparedBatch] | None = None
 
     def __len__(self) -> int:
         return self.config.length
@@ -412,6 +450,12 @@ class DeviceBatches:
                 c = self.config
                 self.renderer.load_atlas(build_atlas(c.seed, c.atlas_tiles, c.atlas_tile_size, generation))
                 self._generation = generation
-            self._cached = (group, self.renderer.batch(group))
+            ready = self._next[1] if self._next is not None and self._next[0] == group else None
+            self._cached = (group, self.renderer.batch(group, ready))
+            self._next = (group + 1, self.renderer.prepare(group + 1))  # on the CPU while the device renders
         part = slice(slot * self.batch_size, (slot + 1) * self.batch_size)
-        return {key: value[part] for key, value in self._cached[1].items()}
+        batch = {key: value[part] for key, value in self._cached[1].items()}
+        if self.augment is not None:
+            rng = np.random.default_rng([self.config.seed, 0xA06, self.renderer.stream, index])
+            batch = self.augment(batch, rng)
+        return batch

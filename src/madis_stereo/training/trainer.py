@@ -21,8 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from madis_stereo.errors import CheckpointError, ConfigError, TrainingError, first_line
-from madis_stereo.model.checkpoint import default_model_path, load_model, load_weights, read_weights, save_model
+from madis_stereo.model.checkpoint import default_model_path, load_weights, read_weights, save_model
 from madis_stereo.model.network import StereoModel
+from madis_stereo.model.registry import MODELS, is_url, load_model
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
@@ -68,14 +69,15 @@ def build_student(cfg: TrainConfig) -> StereoModel:
     if init is None:
         return StereoModel(cfg.model.arch)
     if init.startswith("<") or not init.strip():
-        raise ConfigError(f"model.init is not set ({init}); pass model.init=PATH to a CroCo v2 pretraining "
-                          "checkpoint or one of ours, or model.init=bundled")
+        raise ConfigError(f"model.init is not set ({init}); pass model.init= a CroCo v2 pretraining checkpoint "
+                          "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path), one of ours, "
+                          "or bundled (the package's model)")
     if init in BUNDLED_NAMES:
         init = str(default_model_path())
         if not Path(init).is_file():
             raise ConfigError(f"model.init={cfg.model.init}: this installation has no bundled model ({init})")
-    if not Path(init).is_file():
-        raise ConfigError(f"model.init: checkpoint not found: {init}")
+    if not is_url(init) and init not in MODELS and not Path(init).is_file():
+        raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL, registered name or bundled)")
     try:
         model = load_model(init, config_overrides=cfg.model.arch.to_dict())
     except CheckpointError as err:

@@ -1,1 +1,1 @@
-"""Generic helpers that know nothing of stereo: typed YAML configs, atomic file writes."""
+"""Generic helpers that know nothing of stereo: typed YAML configs, atomic file writes, resumable downloads."""

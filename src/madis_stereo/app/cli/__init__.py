@@ -16,7 +16,8 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("predict", "rectify", "app", "train", "evaluate", "analyze", "export", "demo", "info", "data")
+SUBCOMMANDS = ("predict", "rectify", "app", "train", "evaluate", "analyze", "export", "demo", "info", "models",
+               "data")
 
 log = logging.getLogger("madis_stereo")
 

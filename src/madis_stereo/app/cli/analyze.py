@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cross-attention layer, averaged over the given pairs. Each image is scaled to cover the crop "
         "(aspect ratio kept) and centre-cropped to it; encoder numbers use the left view.")
     a.add_argument("inputs", nargs="+", metavar="LEFT RIGHT", help="pairs of images, folders or patterns")
-    a.add_argument("--checkpoint", required=True, metavar="CKPT", help="our .safetensors or a CroCo .pth")
+    a.add_argument("--checkpoint", required=True, metavar="CKPT", help=common.CHECKPOINT_HELP)
     a.add_argument("--compare", metavar="CKPT2", help="a second checkpoint to overlay")
     a.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"),
                    help="analysis size (multiples of 32); default: the first model's training crop")
@@ -53,7 +53,7 @@ def run_attention_distance(args: argparse.Namespace) -> int:
         raise ValueError("nothing to write: give --plot and/or --json")
     device = common.cli_device(args)
     pairs = [(p.left, p.right) for p in find_pairs(args.inputs)]
-    from madis_stereo.model.checkpoint import load_model
+    from madis_stereo.model.registry import load_model
 
     checkpoints = [args.checkpoint] + ([args.compare] if args.compare else [])
     results: dict[str, dict] = {}

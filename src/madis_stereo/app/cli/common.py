@@ -8,10 +8,12 @@ from typing import Any
 
 log = logging.getLogger("madis_stereo.app.cli")
 
+CHECKPOINT_HELP = "a .safetensors or CroCo(-Stereo)/MaDis .pth file, a registered name (madis-stereo models) or a URL"
+
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--checkpoint, --device, --bf16, --crop, --overlap, --tile-batch, --blend, --compile."""
-    p.add_argument("--checkpoint", help="our .safetensors, a CroCo-Stereo .pth (default: the bundled model)")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP + " (default: the bundled model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda if available)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs)")
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="tile size (default: training crop)")
@@ -37,18 +39,33 @@ def check_tiling_args(args: argparse.Namespace) -> None:
     check_tiling(args.crop or (32, 32), args.overlap, args.tile_batch)
 
 
-def load_cli_model(args: argparse.Namespace) -> Any:
-    """The model named by --checkpoint, or the bundled default, on --device."""
-    from madis_stereo.model.checkpoint import load_default_model, load_model
+_FROM_ARGS = object()
 
+
+def load_cli_model(args: argparse.Namespace, checkpoint: str | None | object = _FROM_ARGS) -> Any:
+    """The model named by ``checkpoint`` (default: --checkpoint), or the bundled default (None), on --device."""
+    from madis_stereo.model.checkpoint import load_default_model
+    from madis_stereo.model.registry import load_model
+
+    if checkpoint is _FROM_ARGS:
+        checkpoint = args.checkpoint
     check_tiling_args(args)
     device = cli_device(args)
-    if args.checkpoint:
-        model = load_model(args.checkpoint, map_location=device)
+    if checkpoint:
+        model = load_model(checkpoint, map_location=device)
     else:
         model = load_default_model(map_location=device)
-    log.info("model: %s (%s) on %s", args.checkpoint or "bundled default", model.config.enc_embed_dim, device)
+    log.info("model: %s (%s) on %s", checkpoint or "bundled default", model.config.enc_embed_dim, device)
     return model
+
+
+def model_label(checkpoint: str | None) -> str:
+    """A short name for --checkpoint: "bundled model", a registered name, or the file name's stem."""
+    if not checkpoint:
+        return "bundled model"
+    from pathlib import PurePosixPath
+
+    return PurePosixPath(checkpoint.split("?")[0]).stem or checkpoint
 
 
 def dataset_spec(name: str, root: Any, split: str | None, overrides: list[str]) -> dict[str, Any]:

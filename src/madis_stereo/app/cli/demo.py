@@ -1,15 +1,16 @@
-"""``madis-stereo demo``: the bundled model next to OpenCV SGBM on the real Motorcycle pair (or your pair)."""
+"""``madis-stereo demo``: a model (default: the bundled one; e.g. --checkpoint crocostereo) next to OpenCV SGBM on
+the real Motorcycle pair (or your pair)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from madis_stereo.app.cli.common import add_model_arguments, load_cli_model, predictor_kwargs
+from madis_stereo.app.cli.common import add_model_arguments, load_cli_model, model_label, predictor_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the default model and OpenCV SGBM on a real pair, print metrics",
+    p = sub.add_parser("demo", help="run a model (default: the bundled one) and OpenCV SGBM on a real pair",
                        description=__doc__)
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
     p.add_argument("--left", help="left image (default: Middlebury Motorcycle from scikit-image)")
@@ -19,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-disparity", type=float, default=None,
                    help="SGBM search range (default: Motorcycle's ndisp 67.5, else 128 levels)")
     add_model_arguments(p)
+    p.add_argument("--compare", action="append", default=[], metavar="CKPT",
+                   help="another model to show next to it (a file, registered name or URL; 'bundled' = the bundled "
+                   "model); repeatable, e.g. --checkpoint crocostereo --compare bundled")
     p.set_defaults(func=run)
 
 
@@ -39,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
         max_disp = args.max_disparity or MOTORCYCLE_MAX_DISPARITY * args.scale
         name = f"Middlebury Motorcycle (scikit-image), {left.shape[1]}x{left.shape[0]}"
     model = load_cli_model(args)
-    result = run_demo(model, left, right, gt, args.out, max_disparity=max_disp, **predictor_kwargs(args))
-    print(f"{name}: model ran in {result.seconds:.2f} s")
+    compare = {model_label(None if c == "bundled" else c): load_cli_model(args, None if c == "bundled" else c)
+               for c in args.compare}
+    result = run_demo(model, left, right, gt, args.out, max_disparity=max_disp, label=model_label(args.checkpoint),
+                      compare=compare, **predictor_kwargs(args))
+    print(f"{name}: {model_label(args.checkpoint)} ran in {result.seconds:.2f} s")
     if result.rows:
         print(format_table(result.rows, ["method", *METRIC_COLUMNS]))
         print("bad-x / d1 / invalid_pred in %; missing estimates count as errors; epe over estimated pixels")

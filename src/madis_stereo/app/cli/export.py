@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from madis_stereo.app.cli.common import CHECKPOINT_HELP
+
 log = logging.getLogger("madis_stereo")
 
 
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export to ONNX at a fixed size: inputs left, right [1,3,H,W] (ImageNet-normalised float32), "
         "outputs disparity, confidence [1,1,H,W]; checked against PyTorch with onnxruntime. Run it with "
         "'madis-stereo predict --onnx MODEL.onnx' (tiled inference at any image size).")
-    o.add_argument("--checkpoint", help="our .safetensors or a CroCo-Stereo .pth (default: the bundled model)")
+    o.add_argument("--checkpoint", help=CHECKPOINT_HELP + " (default: the bundled model)")
     o.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="input size; default: the training crop")
     o.add_argument("-o", "--out", required=True, type=Path, metavar="model.onnx")
     o.add_argument("--opset", type=int, help="ONNX opset (default 17; 18 with --exporter dynamo)")
@@ -30,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_onnx(args: argparse.Namespace) -> int:
     from madis_stereo.inference.export import export_onnx
-    from madis_stereo.model.checkpoint import load_default_model, load_model
+    from madis_stereo.model.checkpoint import load_default_model
+    from madis_stereo.model.registry import load_model
 
     model = load_model(args.checkpoint) if args.checkpoint else load_default_model()
     crop = tuple(args.crop) if args.crop else tuple(model.config.crop)

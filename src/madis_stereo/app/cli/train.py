@@ -13,7 +13,7 @@ __all__ = ["register", "run"]
 
 EPILOG = """examples:
   madis-stereo train configs/tiny_synthetic.yaml --out runs/tiny
-  madis-stereo train configs/madis_vitb_basedec.yaml model.init=CroCo_V2_ViTBase_BaseDecoder.pth optim.amp=bf16
+  madis-stereo train configs/madis_vitb_basedec.yaml model.init=CroCo_V2_ViTBase_BaseDecoder optim.amp=bf16
   madis-stereo train --resume runs/tiny
   torchrun --nproc-per-node 4 -m madis_stereo train configs/madis_vitb_basedec.yaml model.init=...
 """

@@ -37,7 +37,7 @@ class SyntheticConfig:
     noise_std: float = 0.02
     blur_prob: float = 0.3
     curved_prob: float = 0.3
-    weak_texture_prob: float = 0.5
+    weak_texture_prob: float = 0.35
     shading: float = 1.0
     atlas_tiles: int = 48
     atlas_tile_size: int = 256

@@ -198,7 +198,7 @@ def _texture(rng: np.random.Generator, cfg: SyntheticConfig, domain: np.ndarray,
     1.4 texels per pixel, anisotropy, offset), contrast (weak or textureless surfaces) and colour tint."""
     shape = domain.shape[:-1]
     theta = rng.uniform(0, 2 * math.pi, shape)
-    scale = 2 ** rng.uniform(-1.6, 0.5, shape)
+    scale = 2 ** rng.uniform(-1.2, 0.8, shape)
     stretch = np.exp(rng.uniform(-0.3, 0.3, shape))
     c, s = np.cos(theta) * scale, np.sin(theta) * scale
     texmap = np.zeros(shape + (2, 3))
@@ -206,10 +206,10 @@ def _texture(rng: np.random.Generator, cfg: SyntheticConfig, domain: np.ndarray,
     texmap[..., 1, 0], texmap[..., 1, 1] = s / stretch, c / stretch
     origin = rng.uniform(0, tile_size, shape + (2,))
     texmap[..., :, 2] = origin - np.einsum("...ij,...j->...i", texmap[..., :, :2], domain[..., :2])
-    contrast = np.where(rng.random(shape) < 0.3, rng.uniform(0.3, 1.0, shape), 1.0)
+    contrast = np.where(rng.random(shape) < 0.2, rng.uniform(0.4, 1.0, shape), 1.0)
     contrast = np.where(weak, rng.uniform(0.03, 0.3, shape), contrast)
     contrast = np.where(rng.random(shape) < cfg.textureless_prob, rng.uniform(0.0, 0.03, shape), contrast)
-    tint = np.exp(rng.uniform(-0.2, 0.2, shape + (3,)) + rng.uniform(-0.3, 0.2, shape)[..., None])
+    tint = np.exp(rng.uniform(-0.2, 0.2, shape + (3,)) + rng.uniform(-0.15, 0.3, shape)[..., None])
     return {"tile": rng.integers(0, tiles, shape), "texmap": texmap, "contrast": contrast, "tint": tint}
 
 
@@ -334,7 +334,7 @@ def sample_scenes(rng: np.random.Generator, cfg: SyntheticConfig, count: int, ti
         **{k: v.astype(f32) if v.dtype.kind == "f" else v
            for k, v in _texture(rng, cfg, domain, weak, tiles, tile_size).items()},
         specular=specular.astype(f32), gain_right=gain_right.astype(f32), light=light.astype(f32),
-        ambient=(1 - cfg.shading * rng.uniform(0.3, 0.75, count)).astype(f32),
+        ambient=(1 - cfg.shading * rng.uniform(0.2, 0.6, count)).astype(f32),
         exposure=np.exp(rng.uniform(-0.25, 0.25, (count, 2)) * strength).astype(f32),
         white=np.exp(rng.uniform(-0.06, 0.06, (count, 2, 3)) * strength).astype(f32),
         bias=(rng.uniform(-0.02, 0.02, (count, 2)) * strength).astype(f32),
