@@ -141,7 +141,7 @@ def main() -> None:
         print("|---|---|---|---|", flush=True)
         for blend in blends:
             epe = np.mean([s["epe"] for s in scores[blend]])
-            bad2 = np.mean([s["bad_2.0"] for s in scores[blend]])
+            bad2 = np.mean([s["bad_2"] for s in scores[blend]])
             seam = mean_ratios(seams[blend])
             print(f"| {blend} | {epe:.3f} | {bad2:.2f} | {seam} |", flush=True)
 
