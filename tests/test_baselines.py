@@ -24,6 +24,10 @@ def test_sgbm_reproduces_the_motorcycle_reference(motorcycle):
     assert disp.dtype == np.float32 and disp.shape == gt.shape
     assert np.isposinf(disp[:, :79]).all()  # SGBM cannot match the left border of numDisparities - 1 px
     assert np.isfinite(disp).mean() > 0.8
+    # Regression values, not published numbers: what sgbm_disparity (OpenCV SGBM with the parameters in
+    # evaluation/baselines.py) scored on scikit-image's quarter-resolution Motorcycle when this test was
+    # written (raw 20.0 %, hole-filled 9.2 % bad-2); the tolerance absorbs OpenCV version drift. A change of
+    # the matcher's parameters or of the hole filling moves them and must update them here.
     raw = stereo_metrics(disp, gt)["bad_2"]  # missing estimates count as errors
     filled = stereo_metrics(fill_holes_rowwise(disp), gt)["bad_2"]
     assert raw == pytest.approx(20.0, abs=0.5)

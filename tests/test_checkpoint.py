@@ -156,7 +156,11 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 
 
 def test_metadata_that_is_not_json_gets_a_checkpoint_error(tmp_path):
-    assert ms.load_model(ms.save_model(tiny_model(), tmp_path / "ok.safetensors", loss=torch.tensor(0.5)))
+    model = tiny_model()
+    loaded, meta = ms.load_model(ms.save_model(model, tmp_path / "ok.safetensors", loss=torch.tensor(0.5)),
+                                 return_metadata=True)
+    assert meta["loss"] == 0.5  # a one-element tensor is stored as its number
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     for bad in (torch.zeros(3), object()):
         with pytest.raises(ms.CheckpointError, match="not JSON-serialisable"):
             ms.save_model(tiny_model(), tmp_path / "bad.safetensors", extra=bad)

@@ -140,8 +140,9 @@ def test_occluded_pixels_are_those_hidden_in_the_right_view():
         x_right = np.arange(render.disparity.shape[1])[None, :] - render.disparity
         assert not render.nonocc[x_right < 0].any()  # leaves the right image: occluded
     assert occluded > 0.03 * 12 * 48 * 96  # there is something to test
-    # the remaining disagreements are sub-pixel slivers (chords shorter than a pixel) that point sampling misses
-    assert mismatched <= 5e-4 * checked, (mismatched, checked)
+    # the remaining disagreements are sub-pixel slivers (chords shorter than a pixel) that point sampling misses:
+    # 2-7e-4 of the checked pixels for seeds 3-8; a wrong occlusion test gets percents
+    assert mismatched <= 1e-3 * checked, (mismatched, checked)
 
 
 def test_same_seed_same_sample_and_purity():

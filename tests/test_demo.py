@@ -50,19 +50,16 @@ def test_demo_command_prints_the_table(tmp_path, capsys):
         assert (tmp_path / "out" / f"{name}.png").exists()
 
 
-def test_default_model_loads_offline_in_under_two_seconds(monkeypatch):
+def test_default_model_loads_offline(monkeypatch):
+    """No network access; how long it takes is measured by benchmarks/load_time.py (not asserted here)."""
     import socket
-    import time
 
     def no_network(*args, **kwargs):
         raise AssertionError("network access attempted")
 
     monkeypatch.setattr(socket, "socket", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    start = time.perf_counter()
     model, meta = ms.load_default_model(return_metadata=True)
-    took = time.perf_counter() - start
-    assert took < 2.0, f"loading the bundled model took {took:.2f} s"
     assert model.config == ms.ModelConfig.preset("small")
     assert meta["steps"] > 0 and "motorcycle" in meta
     assert default_model_path().stat().st_size <= 25 * 10**6

@@ -84,3 +84,24 @@ def test_vitb_basedec_export_matches_pytorch(tmp_path):
     model = ms.StereoModel(ms.ModelConfig.preset("vitb_basedec")).eval()
     report = export_onnx(model, tmp_path / "vitb.onnx", (192, 384))
     assert report.max_abs_diff_disparity < 1e-3 and report.max_abs_diff_confidence < 1e-3
+
+
+def test_onnx_without_our_metadata_warns_and_names_what_it_assumes(tiny_onnx, tmp_path):
+    import onnx
+
+    _, path, _ = tiny_onnx
+    proto = onnx.load(str(path))
+    stored = {p.key: p.value for p in proto.metadata_props}["madis_stereo_config"]
+    assert '"laplace_b"' in stored  # the certainty scale travels with the export
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    with pytest.warns(UserWarning, match=r"no madis-stereo metadata.*conf_mode=conf_expsigmoid_15_3.*laplace_b=3"):
+        model = OnnxStereoModel(bare)
+    assert model.config.crop == (64, 128)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "madis_stereo_config", '{"enc_depth": "not a number"'
+    broken = tmp_path / "broken.onnx"
+    onnx.save(proto, str(broken))
+    with pytest.raises(ms.CheckpointError, match="unreadable model config in the ONNX metadata"):
+        OnnxStereoModel(broken)

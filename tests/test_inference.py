@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 import madis_stereo as ms
-from madis_stereo.inference.tiling import tile_offsets, tile_weights
+from madis_stereo.inference.tiling import tile_log_weights, tile_offsets
 
 
 def test_tile_offsets_follow_croco_formula():
@@ -20,12 +22,15 @@ def test_tile_offsets_follow_croco_formula():
 
 
 def test_tile_weights_modes():
-    c = torch.tensor([-3.0, 0.0, 3.0])
-    w = tile_weights(c, "conf_expsigmoid_15_3")
-    assert torch.allclose(w, torch.exp(-30 * (torch.sigmoid(c / 3) - 0.5)))
-    assert torch.allclose(tile_weights(c, "conf_expbeta3"), torch.exp(-3 * c))
+    c = torch.tensor([-1e6, -3.0, 0.0, 3.0, 1e6])
+    # expsigmoid_15_3: weight exp(-30 (sigmoid(c / 3) - 1/2)), between e^-15 and e^15. The values by hand:
+    # sigmoid(-1) = 1 / (1 + e) = 0.268941..., so c = -3 gives exp(30 * 0.231059) = exp(6.93177) = 1024.29...
+    w = torch.exp(tile_log_weights(c, "conf_expsigmoid_15_3")).double()
+    assert w.tolist() == pytest.approx([math.exp(15), 1024.29, 1.0, 1 / 1024.29, math.exp(-15)], rel=1e-5)
+    # expbeta3: exp(-3 c); its log is what the blend uses, finite even where exp overflows
+    assert tile_log_weights(c, "conf_expbeta3").tolist() == pytest.approx([3e6, 9.0, 0.0, -9.0, -3e6])
     with pytest.raises(ValueError, match="unknown confidence mode"):
-        tile_weights(c, "bogus")
+        tile_log_weights(c, "bogus")
 
 
 class ConstantModel(torch.nn.Module):

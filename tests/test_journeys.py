@@ -362,5 +362,5 @@ def test_model_init_names_the_bundled_model(name):
     bundled = ms.load_default_model()
     assert student.config.crop == (64, 128)
     assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), bundled.state_dict().values()))
-    with pytest.raises(ConfigError, match=f"model.init={name}: the bundled model is the 'small' preset"):
+    with pytest.raises(ConfigError, match="model.init=bundled: the model section differs from the bundled model"):
         build_student(load_train_config({"model": {"preset": "tiny", "init": name}}))

@@ -77,6 +77,28 @@ def test_placeholder_init_fails_clearly(tmp_path):
         build_student(cfg)
 
 
+def test_init_bundled_loads_the_packaged_weights_and_checks_the_architecture(monkeypatch, tmp_path):
+    from madis_stereo.model.checkpoint import default_model_path, read_weights
+    from madis_stereo.training import trainer as trainer_module
+
+    data = {"train": [{"name": "synthetic"}]}
+    bundled = read_weights(default_model_path())
+    for init in ("bundled", str(default_model_path())):
+        student = build_student(load_train_config({"model": {"preset": "small", "init": init, "crop": [128, 256]},
+                                                   "data": data}))
+        assert student.training and student.config.crop == (128, 256)  # the crop may change, weights do not
+        for key, value in student.state_dict().items():
+            assert torch.equal(value, bundled[key].float()), key
+    with pytest.raises(ConfigError, match=r"differs from the bundled model in enc_depth 2 \(bundled: 6\)"):
+        build_student(load_train_config({"model": {"preset": "small", "init": "bundled", "enc_depth": 2},
+                                         "data": data}))
+    with pytest.raises(ConfigError, match="dec_embed_dim"):
+        build_student(load_train_config({"model": {"preset": "tiny", "init": "bundled"}, "data": data}))
+    monkeypatch.setattr(trainer_module, "default_model_path", lambda: tmp_path / "none.safetensors")
+    with pytest.raises(ConfigError, match="no bundled model in this installation"):
+        build_student(load_train_config({"model": {"preset": "small", "init": "bundled"}, "data": data}))
+
+
 def test_init_from_croco_pretraining_and_from_ours(croco_dir, tmp_path):
     import json
 
@@ -109,6 +131,32 @@ def test_warmup_then_half_cosine():
     assert lr_at(0, 100, 0, base) == base
 
 
+def test_warmup_stable_decay_shape():
+    base, total = 5e-4, 1000
+    lrs = [lr_at(step, total, 50, base, "wsd", 0.2) for step in range(total + 1)]
+    assert lrs[:51] == pytest.approx([base * s / 50 for s in range(51)])  # linear warm-up from 0
+    assert lrs[50:801] == pytest.approx([base] * 751)  # constant: the stable phase
+    assert lrs[800:] == pytest.approx([base * (1000 - s) / 200 for s in range(800, 1001)])  # 200-step cool-down
+    assert lrs[-1] == 0.0 and lr_at(total + 5, total, 50, base, "wsd", 0.2) == 0.0
+    # the cool-down is a fraction of the run: a longer budget moves it, the stable rate stays the same
+    assert lr_at(800, 2000, 50, base, "wsd", 0.2) == base and lr_at(1600, 2000, 50, base, "wsd", 0.2) == base
+    assert lr_at(1800, 2000, 50, base, "wsd", 0.2) == pytest.approx(base / 2)
+    # a run shorter than warm-up plus cool-down takes the smaller ramp; never above base
+    short = [lr_at(s, 10, 8, base, "wsd", 0.5) for s in range(11)]
+    assert max(short) < base and short[4] == pytest.approx(base / 2) and short[8] == pytest.approx(base * 2 / 5)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        lr_at(0, 10, 1, base, "linear")
+
+
+def test_schedule_settings_are_checked():
+    data = {"data": {"train": [{"name": "synthetic"}]}}
+    with pytest.raises(ConfigError, match="schedule must be one of cosine, wsd"):
+        load_train_config({**data, "optim": {"schedule": "step"}})
+    with pytest.raises(ConfigError, match="cooldown_frac"):
+        load_train_config({**data, "optim": {"schedule": "wsd", "cooldown_frac": 0}})
+    assert load_train_config({**data, "optim": {"schedule": "wsd"}}).optim.cooldown_frac == 0.2
+
+
 def test_no_weight_decay_on_biases_norms_and_mask_token():
     model = ms.StereoModel(ms.ModelConfig.preset("tiny"))
     model.head.fusion[3].rcu1.requires_grad_(False)
@@ -137,22 +185,40 @@ def test_cli_needs_a_config_or_resume(tmp_path):
     assert out.returncode == 2 and "config.yaml" in out.stderr
 
 
-def test_time_budget_fixes_the_run_length(tmp_path, monkeypatch):
-    """A fixed compute budget: after the calibration steps the run length is fixed from the measured pace."""
+def _budget_run(run_dir, monkeypatch, **optim):
+    """A 20-second budgeted tiny run on a deterministic clock (0.1 s per reading: two readings per step)."""
     from madis_stereo.training import load_train_config, train
     from madis_stereo.training import trainer as trainer_module
 
-    clock = iter(i * 0.1 for i in range(10**6))  # a deterministic clock: 0.1 s per reading
+    clock = iter(i * 0.1 for i in range(10**6))
     monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: next(clock))
     cfg = load_train_config({
         "model": {"preset": "tiny", "crop": [32, 64], "dpt_hooks": [4, 5, 6, 7]},
         "data": {"train": [{"name": "synthetic", "size": [32, 64], "length": 64, "max_disparity": 8}]},
         "madis": {"enabled": False},
-        "optim": {"lr": 1e-4, "batch_size": 1, "max_steps": 100000, "warmup_steps": 5, "time_budget_s": 20.0},
+        "optim": {"lr": 1e-4, "batch_size": 1, "max_steps": 100000, "warmup_steps": 5, "time_budget_s": 20.0,
+                  **optim},
         "run": {"num_workers": 0, "device": "cpu", "ckpt_every": 0, "log_every": 0},
     })
-    result = train(cfg, out_dir=tmp_path / "run")
+    return train(cfg, out_dir=run_dir)
+
+
+def test_time_budget_fixes_the_run_length(tmp_path, monkeypatch):
+    """A fixed compute budget: after the calibration steps the run length is fixed from the measured pace."""
+    result = _budget_run(tmp_path / "run", monkeypatch)
     # two clock readings per step (0.2 s): ~6 s used by step 30, (20 * 0.97 - 6) / 0.2 ~ 67 more steps;
     # the run ends before the second fit at step 150
     assert 90 <= result.step <= 100
     assert result.checkpoint is not None and result.checkpoint.exists()
+
+
+def test_wsd_cooldown_ends_where_the_time_budget_ends_the_run(tmp_path, monkeypatch):
+    from madis_stereo.training.runlog import read_metrics
+
+    result = _budget_run(tmp_path / "run", monkeypatch, schedule="wsd", cooldown_frac=0.25)
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "train")]
+    total, cool = result.step, round(0.25 * result.step)
+    assert len(lrs) == total and 90 <= total <= 100
+    assert lrs[:6] == pytest.approx([0, 2e-5, 4e-5, 6e-5, 8e-5, 1e-4])  # warm-up
+    assert lrs[5 : total - cool + 1] == pytest.approx([1e-4] * (total - cool - 4))  # stable
+    assert lrs[total - cool :] == pytest.approx([1e-4 * (cool - k) / cool for k in range(cool)])  # to 0

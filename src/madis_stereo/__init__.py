@@ -20,6 +20,7 @@ from madis_stereo.errors import (
     InputError,
     MadisStereoError,
     TrainingError,
+    TrainingInterrupted,
 )
 from madis_stereo.utils.lazy import lazy_exports
 
@@ -85,6 +86,7 @@ __all__ = [
     "StereoModel",
     "StereoOutput",
     "TrainingError",
+    "TrainingInterrupted",
     "__version__",
     "load_default_model",
     "load_model",

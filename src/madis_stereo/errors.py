@@ -14,7 +14,9 @@ __all__ = [
     "InputError",
     "MadisStereoError",
     "TrainingError",
+    "TrainingInterrupted",
     "first_line",
+    "resume_hint",
 ]
 
 
@@ -45,6 +47,19 @@ class ConfigError(MadisStereoError, ValueError):
 class TrainingError(MadisStereoError, RuntimeError):
     """Training cannot start or go on (e.g. its run folder is in use, too many non-finite steps); the message
     says why and what to try."""
+
+
+class TrainingInterrupted(TrainingError):
+    """Training stopped on a signal after saving a checkpoint; ``--resume run_dir`` continues it exactly."""
+
+    def __init__(self, run_dir: object, step: int, signal_name: str) -> None:
+        self.run_dir, self.step, self.signal_name = run_dir, step, signal_name
+        super().__init__(f"stopped by {signal_name} at step {step} (checkpoint saved); {resume_hint(run_dir)}")
+
+
+def resume_hint(run_dir: object) -> str:
+    """How to continue the training run in ``run_dir``."""
+    return f"resume with: madis-stereo train --resume {run_dir}"
 
 
 def first_line(err: BaseException) -> str:

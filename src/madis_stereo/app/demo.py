@@ -22,7 +22,7 @@ from madis_stereo.app.visualize import colorize_disparity, confidence_image, err
 from madis_stereo.errors import InputError
 from madis_stereo.evaluation.baselines import fill_holes_rowwise, sgbm_disparity
 from madis_stereo.evaluation.metrics import stereo_metrics
-from madis_stereo.inference.predictor import Predictor, certainty, rgb_pair
+from madis_stereo.inference.predictor import Predictor, rgb_pair
 from madis_stereo.utils.files import atomic_path
 
 __all__ = ["DemoResult", "METRIC_COLUMNS", "motorcycle", "run_demo"]
@@ -94,7 +94,7 @@ def run_demo(model: torch.nn.Module, left: np.ndarray, right: np.ndarray, gt: np
     vmax = float(np.percentile(finite, 99.5)) if finite.size else None
     images = {
         "disparity": colorize_disparity(pred.disparity, vmin=0.0, vmax=vmax),
-        "confidence": confidence_image(certainty(pred.confidence), vmin=0.0, vmax=1.0),
+        "confidence": confidence_image(pred.certainty, vmin=0.0, vmax=1.0),
         "sgbm": colorize_disparity(sgbm, vmin=0.0, vmax=vmax),
         "sgbm_filled": colorize_disparity(filled, vmin=0.0, vmax=vmax),
     }

@@ -121,13 +121,15 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, confidence: np.ndarray,
-                  image: np.ndarray, options: OutputOptions, camera: Camera | None = None) -> list[Path]:
+                  image: np.ndarray, options: OutputOptions, camera: Camera | None = None,
+                  laplace_b: float = 3.0) -> list[Path]:
     """Write the requested files for one prediction into ``out_dir`` (atomically); return their paths.
 
     File names: ``<name>_color.png`` (coloured disparity), ``<name>_disp16.png`` (KITTI uint16, d * 256),
     ``<name>.pfm`` / ``<name>.npy`` (float32 disparity), ``<name>_depth.pfm|.npy`` (depth, +inf invalid),
     ``<name>.ply`` (coloured points), ``<name>_conf.png`` (:func:`certainty`, 8-bit, white = sure).
-    ``confidence`` is the raw confidence logit of :class:`~madis_stereo.inference.predictor.Prediction`.
+    ``confidence`` is the raw confidence logit of :class:`~madis_stereo.inference.predictor.Prediction`; ``laplace_b``
+    the model's scale of it (``Prediction.laplace_b``), for :func:`certainty`.
     ``camera``: a :class:`~madis_stereo.geometry.camera.Camera`, or a
     :class:`~madis_stereo.geometry.rectify.RectifiedView` for a pair rectified from raw images (depth and
     points then lie in the original left camera; ``image`` is the original left image).
@@ -159,7 +161,7 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
         elif fmt == "npy":
             _save_npy(path, np.asarray(disparity, dtype=np.float32))
         elif fmt == "conf":
-            sure = certainty(confidence) if sure is None else sure
+            sure = certainty(confidence, laplace_b) if sure is None else sure
             save_png(path, certainty_png(sure))
         elif fmt == "depth" and camera is not None:
             depth = camera.depth(disparity)
@@ -170,7 +172,7 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
                 _save_npy(path, depth)
         elif fmt == "ply" and camera is not None:
             if options.min_certainty is not None and sure is None:
-                sure = certainty(confidence)
+                sure = certainty(confidence, laplace_b)
             points, colors = camera.points(disparity, image, certainty=sure, min_certainty=options.min_certainty,
                                            max_depth=options.max_depth)
             write_ply(path, points, colors, comments=(f"madis-stereo point cloud of {name}, unit {camera.unit}",))

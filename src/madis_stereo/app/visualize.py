@@ -45,7 +45,7 @@ def colorize(values: np.ndarray, vmin: float | None = None, vmax: float | None =
     """
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2:
-        raise ValueError(f"colorize expects an HxW array, got shape {values.shape}")
+        raise InputError(f"colorize expects an HxW array, got shape {values.shape}")
     finite = np.isfinite(values)
     vmin, vmax = color_range(values, vmin, vmax)
     span = max(float(vmax) - float(vmin), 1e-6)
@@ -130,8 +130,10 @@ def error_map(pred: Any, gt: Any, nonocc: Any = None, *, abs_thresh: float = D1_
 
 
 def confidence_image(confidence: Any, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
-    """Colour a confidence map (HxW, e.g. the model's confidence logit): warm = confident, black = non-finite.
+    """Colour a confidence map (HxW): low values blue, high values red, non-finite black.
 
+    For the model's raw confidence logit (lower = smaller expected error) that means blue = confident,
+    red = unsure; give :func:`~madis_stereo.certainty` instead (higher = surer) to get red = confident.
     Give ``vmin``/``vmax`` to compare frames; by default the 1st-99th percentile range is used.
     """
     return colorize(_map(confidence, "confidence"), vmin=vmin, vmax=vmax)

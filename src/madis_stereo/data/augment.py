@@ -1,4 +1,4 @@
-"""CroCo-Stereo training augmentation (METHOD.md section 4), seeded per sample.
+"""CroCo-Stereo training augmentation (docs/METHOD.md section 4), seeded per sample.
 
 Order: x-only random scale (plus an isotropic upscale when the image is smaller than the crop), random
 crop, vertical flip (both views and GT), a small rotation and vertical shift of the right image only, then

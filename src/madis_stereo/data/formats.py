@@ -12,13 +12,14 @@ import io
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from madis_stereo.errors import DataError
+from madis_stereo.errors import DataError, InputError, first_line
 from madis_stereo.utils.files import atomic_write_bytes
 
 __all__ = [
@@ -115,7 +116,7 @@ def write_pfm(path: PathLike, array: np.ndarray, little_endian: bool = True) -> 
     elif array.ndim == 3 and array.shape[2] == 3:
         kind = "PF"
     else:
-        raise ValueError(f"write_pfm expects HxW or HxWx3, got shape {array.shape}")
+        raise InputError(f"write_pfm expects HxW or HxWx3, got shape {array.shape}")
     height, width = array.shape[:2]
     header = f"{kind}\n{width} {height}\n{-1.0 if little_endian else 1.0}\n".encode("ascii")
     body = np.ascontiguousarray(array[::-1], dtype="<f4" if little_endian else ">f4").tobytes()
@@ -130,13 +131,19 @@ def write_pfm(path: PathLike, array: np.ndarray, little_endian: bool = True) -> 
 def _open_image(path: PathLike, what: str) -> Image.Image:
     path = _require_file(path, what)
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image
+        with warnings.catch_warnings():  # Pillow only warns below twice its pixel limit; refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable image file ({what} expected)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: truncated or corrupt image ({err})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{path}: image too large to decode safely ({err})") from None
+    except MemoryError:
+        raise
+    except Exception as err:  # Pillow's decoders fail on damaged bytes with many error types
+        raise DataError(f"{path}: truncated or corrupt image ({first_line(err)})") from None
 
 
 def read_image(path: PathLike) -> np.ndarray:
@@ -188,7 +195,7 @@ def write_kitti_disparity(path: PathLike, disparity: np.ndarray) -> None:
     values become 0 (invalid); valid values are clipped to [1/256, 65535/256]."""
     disparity = np.asarray(disparity, dtype=np.float64)
     if disparity.ndim != 2:
-        raise ValueError(f"write_kitti_disparity expects HxW, got shape {disparity.shape}")
+        raise InputError(f"write_kitti_disparity expects HxW, got shape {disparity.shape}")
     valid = np.isfinite(disparity) & (disparity >= 0)
     if valid.any() and disparity[valid].max() > 65535 / 256:
         log.warning("%s: disparities above %.2f clipped", path, 65535 / 256)
@@ -211,10 +218,10 @@ def write_image(path: PathLike, image: np.ndarray) -> None:
     """Write a uint8 ``HxW`` or ``HxWx3`` image (format from the extension), atomically."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ValueError(f"write_image expects uint8, got {image.dtype}")
+        raise InputError(f"write_image expects uint8, got {image.dtype}")
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: unknown image extension")
+        raise InputError(f"{path}: unknown image extension")
     out = io.BytesIO()
     Image.fromarray(image).save(out, format=fmt)
     atomic_write_bytes(path, out.getvalue())
@@ -257,6 +264,7 @@ def read_disparity(path: PathLike) -> np.ndarray:
 
 _MATRIX = re.compile(r"^\[(.*)\]$")
 _INT_KEYS = {"width", "height", "ndisp", "isint"}
+_MATRIX_KEYS = {"cam0", "cam1"}
 
 
 def _parse_matrix(text: str, path: PathLike, key: str) -> np.ndarray:
@@ -293,6 +301,8 @@ def read_calib(path: PathLike) -> dict[str, Any]:
         if match:
             calib[key] = _parse_matrix(match.group(1), path, key)
             continue
+        if key in _MATRIX_KEYS:
+            raise DataError(f"{path}: '{key}' should be a 3x3 matrix [f 0 cx; 0 f cy; 0 0 1], got {value[:60]!r}")
         try:
             number_value = float(value)
         except ValueError:

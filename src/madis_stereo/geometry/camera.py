@@ -2,7 +2,7 @@
 
 Geometry (rectified pair, pinhole camera of the left view, pixel centres at integer coordinates):
 
-    Z = baseline * f / (d + doffs)          (METHOD.md section 8; doffs = 0 for KITTI-style calibrations)
+    Z = baseline * f / (d + doffs)          (docs/METHOD.md section 8; doffs = 0 for KITTI-style calibrations)
     X = (u - cx) * Z / fx,  Y = (v - cy) * Z / fy
 
 with u the column and v the row of the left-image pixel. Depth comes out in the unit of ``baseline``

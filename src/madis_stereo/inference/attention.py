@@ -1,4 +1,4 @@
-"""Mean attention distance of every head in every attention layer (METHOD.md section 7, paper Fig. 3).
+"""Mean attention distance of every head in every attention layer (docs/METHOD.md section 7, paper Fig. 3).
 
 For a head with softmax attention A [Nq, Nk] (rows sum to 1) on a token grid of ``rows x cols`` patches:
 
@@ -28,6 +28,7 @@ from torch import Tensor
 
 from madis_stereo.errors import InputError
 from madis_stereo.inference.predictor import rgb_pair
+from madis_stereo.model.borrow import eval_mode, model_device, on_device
 from madis_stereo.model.preprocess import normalize
 
 __all__ = ["ATTENTION_KINDS", "attention_distance", "fit_to_crop", "head_distances", "token_distances"]
@@ -102,11 +103,15 @@ def attention_distance(model: torch.nn.Module, pairs: Iterable[tuple[Any, Any]],
     crop = tuple(int(c) for c in (crop or config.crop))
     if len(crop) != 2 or any(c <= 0 or c % 32 for c in crop):
         raise InputError(f"crop {list(crop)} must be two positive multiples of 32")
-    patch = config.patch_size
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
-    model = model.to(device).eval()
+    device = torch.device(device) if device is not None else model_device(model)
+    model = on_device(model, device)  # the caller's model stays where it is, and in its train/eval mode
+    with eval_mode(model):
+        return _attention_distance(model, pairs, crop, device, encoder_views, precision)
+
+
+def _attention_distance(model: torch.nn.Module, pairs: Iterable[tuple[Any, Any]], crop: tuple[int, ...],
+                        device: torch.device, encoder_views: str, precision: str) -> dict[str, list[list[float]]]:
+    patch = model.config.patch_size
     distances = token_distances(crop[0] // patch, crop[1] // patch, patch, device)
     sums: dict[tuple[str, int], Tensor] = {}
     counts: dict[tuple[str, int], int] = {}

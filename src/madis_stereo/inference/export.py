@@ -6,7 +6,8 @@ by PyTorch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)`
 beyond torch and onnx; the torch.export-based exporter (``exporter="dynamo"``) additionally needs the
 ``onnxscript`` package and opset 18 or later (with torch 2.11 and onnxscript 0.7 its conversion down to
 opset 17 produces an invalid ``Split`` node). The model config (JSON) is stored in the ONNX metadata
-(``madis_stereo_config``) so that :class:`OnnxStereoModel` knows the crop and tile confidence mode.
+(``madis_stereo_config``) so that :class:`OnnxStereoModel` knows the crop, tile confidence mode and certainty
+scale; a file without it gets the defaults with a warning that names them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from madis_stereo.errors import CheckpointError, InputError, first_line
+from madis_stereo.model.borrow import eval_mode, on_device
 from madis_stereo.model.config import ModelConfig
 from madis_stereo.model.network import StereoOutput
 from madis_stereo.utils.files import atomic_path
@@ -77,7 +79,7 @@ def _require(module: str, what: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise RuntimeError(f"{what} needs the '{module}' package (pip install 'madis-stereo[onnx]')") from None
+        raise InputError(f"{what} needs the '{module}' package (pip install 'madis-stereo[onnx]')") from None
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, crop: Sequence[int], opset: int | None = None,
@@ -101,8 +103,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, crop: Sequence[int], 
     if exporter == "dynamo":
         _require("onnxscript", "the dynamo ONNX exporter")
     start = time.perf_counter()
-    model = model.eval().to("cpu")
-    wrapper = _TupleOutputs(model).eval()
+    model = on_device(model, "cpu")  # the caller's model stays where it is, and in its train/eval mode
+    with eval_mode(model):
+        return _export(model, onnx, path, height, width, opset, exporter, check, seed, start)
+
+
+def _export(model: nn.Module, onnx: Any, path: str | os.PathLike, height: int, width: int, opset: int,
+            exporter: str, check: bool, seed: int, start: float) -> ExportReport:
+    wrapper = _TupleOutputs(model)
     gen = torch.Generator().manual_seed(seed)
     left = torch.randn(1, 3, height, width, generator=gen)
     right = torch.randn(1, 3, height, width, generator=gen)
@@ -198,6 +206,27 @@ def onnx_forward_seconds(session: Any, warmup: int = 1, repeats: int = 3, seed: 
     return statistics.median(times)
 
 
+def _onnx_config(path: Path, session: Any) -> ModelConfig:
+    """The model config stored by :func:`export_onnx`; without one, the defaults, with a warning naming them.
+
+    Unreadable stored config is an error (the file is ours but damaged).
+    """
+    meta = session.get_modelmeta().custom_metadata_map
+    if CONFIG_KEY not in meta:
+        default = ModelConfig()
+        message = (f"{path}: no madis-stereo metadata ('{CONFIG_KEY}'; not exported by madis-stereo export?): "
+                   f"assuming tile blending conf_mode={default.conf_mode}, certainty scale "
+                   f"laplace_b={default.laplace_b} and the training crop = the ONNX input size")
+        warnings.warn(message, UserWarning, stacklevel=3)
+        log.warning("%s", message)
+        return default
+    try:
+        return ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: unreadable model config in the ONNX metadata ({first_line(err)[:200]})") \
+            from None
+
+
 class OnnxStereoModel(nn.Module):
     """An exported ONNX model behind StereoModel's call signature: ``model(left, right) -> StereoOutput``.
 
@@ -212,14 +241,7 @@ class OnnxStereoModel(nn.Module):
         self.path = Path(path)
         self.session = onnx_session(path, threads, providers)
         self.crop = _session_crop(self.session)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        config = ModelConfig()
-        if CONFIG_KEY in meta:
-            try:
-                config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
-            except (ValueError, TypeError) as err:
-                log.warning("%s: ignoring unreadable model config in the metadata (%s)", path, err)
-        self.config = config.replace(crop=self.crop)
+        self.config = _onnx_config(self.path, self.session).replace(crop=self.crop)
 
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
         if tuple(left.shape[-2:]) != self.crop or left.shape != right.shape or left.dim() != 4:

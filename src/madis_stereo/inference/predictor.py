@@ -18,6 +18,7 @@ from torch import Tensor
 
 from madis_stereo.errors import InputError
 from madis_stereo.inference.tiling import check_blend, check_tiling, tiled_predict
+from madis_stereo.model.borrow import eval_mode, model_device, on_device
 from madis_stereo.model.config import parse_conf_mode
 from madis_stereo.model.preprocess import normalize
 
@@ -33,19 +34,27 @@ class Prediction:
     """disparity HxW float32 (left-image pixels) and confidence HxW float32.
 
     ``confidence`` is CroCo's channel 1 blended over tiles: the logit of the Laplacian log-scale, so LOWER
-    values mean a smaller expected error (see :func:`certainty` for a 0..1 map where higher = surer).
+    values mean a smaller expected error. ``laplace_b`` is the model's scale ``b`` of that logit
+    (``ModelConfig.laplace_b``); :attr:`certainty` maps the logit onto 0..1 with it (higher = surer).
     """
 
     disparity: np.ndarray
     confidence: np.ndarray
+    laplace_b: float = 3.0
+
+    @property
+    def certainty(self) -> np.ndarray:
+        """:func:`certainty` of ``confidence`` with the model's ``laplace_b``."""
+        return certainty(self.confidence, self.laplace_b)
 
 
 def certainty(confidence: np.ndarray | Tensor, beta_s: float = 3.0) -> Any:
     """Certainty in (0, 1) from the confidence logit c: ``1 - sigmoid(c / beta_s)``, higher = surer.
 
-    This is the bounded log-scale c' = 2a(sigmoid(c / b) - 0.5) of the loss (METHOD.md section 3, a = b = 3)
-    mapped linearly from (-a, a) onto (1, 0): 1 = the smallest expected error the model can express,
-    0 = the largest, 0.5 at c = 0.
+    ``beta_s`` is the model's ``laplace_b`` (``model.config.laplace_b``, 3 unless its training set
+    ``madis.laplace_b``). This is the bounded log-scale c' = 2a(sigmoid(c / b) - 0.5) of the loss
+    (docs/METHOD.md section 3) mapped linearly from (-a, a) onto (1, 0): 1 = the smallest expected error the
+    model can express, 0 = the largest, 0.5 at c = 0.
     """
     if isinstance(confidence, Tensor):
         return torch.sigmoid(-confidence / beta_s)
@@ -87,7 +96,9 @@ class Predictor:
 
     ``precision`` is "fp32" or "bf16" (autocast); ``crop`` defaults to the model's training crop;
     ``compile`` wraps the model in ``torch.compile``; ``blend`` is ``taper`` (default, no seams where a window
-    ends) or ``croco`` (CroCo-Stereo's blend), see :mod:`madis_stereo.inference.tiling`.
+    ends) or ``croco`` (CroCo-Stereo's blend), see :mod:`madis_stereo.inference.tiling`. The caller's model is
+    left as it was: each call runs it in eval mode and restores its mode, and a ``device`` other than the
+    model's gets a copy of the model.
     """
 
     def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
@@ -99,8 +110,9 @@ class Predictor:
         parse_conf_mode(self.conf_mode)
         if precision not in ("fp32", "bf16"):
             raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        self.device = torch.device(device) if device is not None else _model_device(model)
-        self.model = model.to(self.device).eval()
+        self.device = torch.device(device) if device is not None else model_device(model)
+        self.model = on_device(model, self.device)
+        self.laplace_b = float(getattr(config, "laplace_b", 3.0))
         if compile:  # one compiled graph per window size; the first call pays the compilation
             self.model = torch.compile(self.model)
         self.overlap = overlap
@@ -120,17 +132,10 @@ class Predictor:
 
     def __call__(self, left: Any, right: Any) -> Prediction:
         lt, rt = self.prepare(left, right)
-        with self.autocast():
+        with self.autocast(), eval_mode(self.model):
             disp, conf = tiled_predict(self.model, lt, rt, self.crop, self.overlap, self.conf_mode, self.tile_batch,
                                        self.blend)
-        return Prediction(disp[0, 0].float().cpu().numpy(), conf[0].float().cpu().numpy())
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+        return Prediction(disp[0, 0].float().cpu().numpy(), conf[0].float().cpu().numpy(), self.laplace_b)
 
 
 def predict(model: torch.nn.Module, left_image: Any, right_image: Any, crop: Sequence[int] | None = None,

@@ -1,11 +1,15 @@
 """Tiled prediction at any image size.
 
-Tiled prediction follows CroCo-Stereo (METHOD.md section 5): windows of the training crop, tiles per axis
+Tiled prediction follows CroCo-Stereo (docs/METHOD.md section 5): windows of the training crop, tiles per axis
 ``1 + ceil((size - win) / ((1 - overlap) * win))`` at linspace offsets, each tile blended with a weight
 derived from its confidence logit ``c``:
 
 - ``conf_expsigmoid_B_S``: ``w = exp(-B * 2 * (sigmoid(c / S) - 0.5))``
 - ``conf_expbetaB``: ``w = exp(-B * c)``
+
+The blend is computed from the log-weights relative to each pixel's largest one (a running maximum over
+the tiles), which gives the same weighted mean without overflow: ``exp(-B * c)`` alone is inf in float32
+for ``c < -88 / B`` and would turn a very confident tile into NaN.
 
 Blend modes (``blend``):
 
@@ -35,9 +39,12 @@ from madis_stereo.errors import InputError
 from madis_stereo.model.config import parse_conf_mode
 from madis_stereo.model.network import check_pair
 
-__all__ = ["BLEND_MODES", "check_tiling", "tile_offsets", "tile_taper", "tile_weights", "tiled_predict"]
+__all__ = ["BLEND_MODES", "check_blend", "check_tiling", "tile_log_weights", "tile_offsets", "tile_taper",
+           "tiled_predict"]
 
 BLEND_MODES = ("taper", "croco")
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def tile_offsets(total: int, window: int, overlap: float) -> list[int]:
@@ -89,12 +96,12 @@ def check_blend(blend: str) -> str:
     return blend
 
 
-def tile_weights(conf: Tensor, conf_mode: str) -> Tensor:
-    """Per-pixel blending weight of a tile from its confidence logit."""
+def tile_log_weights(conf: Tensor, conf_mode: str) -> Tensor:
+    """Per-pixel log of a tile's blending weight from its confidence logit (finite for finite ``conf``)."""
     kind, beta, beta_s = parse_conf_mode(conf_mode)
     if kind == "expsigmoid":
-        return torch.exp(-beta * 2.0 * (torch.sigmoid(conf / beta_s) - 0.5))
-    return torch.exp(-beta * conf)
+        return -beta * 2.0 * (torch.sigmoid(conf / beta_s) - 0.5)
+    return -beta * conf
 
 
 @torch.inference_mode()
@@ -114,7 +121,7 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
     """
     check_pair(left, right, multiple=1)
     win_h, win_w = check_tiling(crop, overlap, tile_batch)
-    tile_weights(torch.zeros(1), conf_mode)  # validates the mode before any work
+    parse_conf_mode(conf_mode)  # validates the mode before any work
     check_blend(blend)
     batch, _, height, width = left.shape
     scale = 1.0
@@ -125,29 +132,33 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
         right = F.interpolate(right, size=size, mode="bicubic", align_corners=False)
     big_h, big_w = left.shape[-2:]
     acc_disp = torch.zeros(batch, 1, big_h, big_w, device=left.device)
-    acc_w = torch.full((batch, big_h, big_w), 1e-16, device=left.device)
+    acc_w = torch.zeros(batch, big_h, big_w, device=left.device)  # weights relative to acc_max
     acc_c = torch.zeros(batch, big_h, big_w, device=left.device)
+    acc_max = torch.full((batch, big_h, big_w), -math.inf, device=left.device)  # largest log-weight so far
     rows, cols = tile_offsets(big_h, win_h, overlap), tile_offsets(big_w, win_w, overlap)
     tiles = [(y, x) for y in rows for x in cols]
-    taper: dict[tuple[int, int], Tensor] = {}
+    log_taper: dict[tuple[int, int], Tensor] = {}
     if blend == "taper":
         taper_y = dict(zip(rows, tile_taper(rows, win_h, big_h)))
         taper_x = dict(zip(cols, tile_taper(cols, win_w, big_w)))
-        taper = {(y, x): (taper_y[y][:, None] * taper_x[x][None, :]).to(left.device) for y, x in tiles}
+        log_taper = {(y, x): torch.log(taper_y[y][:, None] * taper_x[x][None, :]).to(left.device) for y, x in tiles}
     for start in range(0, len(tiles), tile_batch):
         chunk = tiles[start : start + tile_batch]
         crops_l = torch.cat([left[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
         crops_r = torch.cat([right[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
         out = model(crops_l, crops_r)
         disp, conf = out.disparity.float(), out.confidence.float()[:, 0]
-        weight = tile_weights(conf, conf_mode)
+        log_w = tile_log_weights(conf, conf_mode).clamp(-FLOAT32_MAX, FLOAT32_MAX)  # +-inf logits stay usable
         for j, (y, x) in enumerate(chunk):
-            sl = slice(j * batch, (j + 1) * batch)
-            if taper:
-                weight[sl] *= taper[y, x]
-            acc_disp[:, :, y : y + win_h, x : x + win_w] += disp[sl] * weight[sl, None]
-            acc_w[:, y : y + win_h, x : x + win_w] += weight[sl]
-            acc_c[:, y : y + win_h, x : x + win_w] += conf[sl] * weight[sl]
+            sl, ys, xs = slice(j * batch, (j + 1) * batch), slice(y, y + win_h), slice(x, x + win_w)
+            tile_log_w = log_w[sl] + log_taper[y, x] if log_taper else log_w[sl]
+            old_max = acc_max[:, ys, xs]
+            new_max = torch.maximum(old_max, tile_log_w)
+            rescale, weight = torch.exp(old_max - new_max), torch.exp(tile_log_w - new_max)
+            acc_disp[:, :, ys, xs] = acc_disp[:, :, ys, xs] * rescale[:, None] + disp[sl] * weight[:, None]
+            acc_w[:, ys, xs] = acc_w[:, ys, xs] * rescale + weight
+            acc_c[:, ys, xs] = acc_c[:, ys, xs] * rescale + conf[sl] * weight
+            acc_max[:, ys, xs] = new_max
     disparity = acc_disp / acc_w[:, None]
     confidence = acc_c / acc_w
     if scale != 1.0:

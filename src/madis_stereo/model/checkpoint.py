@@ -213,9 +213,14 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if FORMAT_KEY not in meta:
         raise CheckpointError(f"{path}: safetensors file without a madis-stereo header (no model config)")
     try:
-        return json.loads(meta[FORMAT_KEY])
+        header = json.loads(meta[FORMAT_KEY])
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: corrupt madis-stereo header") from None
+    if not isinstance(header, dict) or not isinstance(header.get("config"), dict):
+        raise CheckpointError(f"{path}: corrupt madis-stereo header (no model config mapping)")
+    if not isinstance(header.setdefault("metadata", {}), dict):
+        raise CheckpointError(f"{path}: corrupt madis-stereo header (metadata is not a mapping)")
+    return header
 
 
 def header_config(path: Path, header: dict[str, Any], overrides: dict[str, Any] | None = None) -> ModelConfig:
@@ -230,9 +235,25 @@ def _load_ours(path: Path, overrides: dict[str, Any]) -> tuple[StereoModel, dict
     header = read_metadata(path)
     config = header_config(path, header, overrides)
     state = read_weights(path)
+    _check_fits(config, state, str(path))
     model = StereoModel(config)
     load_weights(model, state, str(path))
-    return model, header.get("metadata", {})
+    return model, header["metadata"]
+
+
+def _check_fits(config: ModelConfig, state: dict[str, Tensor], source: str) -> None:
+    """Check the weights against the config before allocating the model: a header may claim any size.
+
+    The block counts come first (a model with millions of blocks would take long even to describe), then
+    every shape, on a model built on the ``meta`` device (no memory).
+    """
+    for name, depth in (("enc_blocks", config.enc_depth), ("dec_blocks", config.dec_depth)):
+        stored = {key.split(".")[1] for key in state if key.startswith(f"{name}.")}
+        if len(stored) != depth:
+            raise CheckpointError(f"{source}: the config says {depth} {name}, the weights hold {len(stored)}")
+    with torch.device("meta"):
+        shell = StereoModel(config)
+    load_weights(shell, state, source, check_only=True)
 
 
 def read_weights(path: str | Path) -> dict[str, Tensor]:
@@ -245,8 +266,12 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: truncated or corrupt weights ({first_line(err)})") from None
 
 
-def load_weights(model: StereoModel, state: dict[str, Tensor], source: str = "state dict") -> None:
-    """Strictly load our state dict (any float dtype) into ``model``; mismatches raise CheckpointError."""
+def load_weights(model: StereoModel, state: dict[str, Tensor], source: str = "state dict",
+                 check_only: bool = False) -> None:
+    """Strictly load our state dict (any float dtype) into ``model``; mismatches raise CheckpointError.
+
+    ``check_only``: compare the keys and shapes without loading.
+    """
     ours = model.state_dict()
     missing = sorted(set(ours) - set(state))
     unexpected = sorted(set(state) - set(ours))
@@ -259,6 +284,8 @@ def load_weights(model: StereoModel, state: dict[str, Tensor], source: str = "st
             raise CheckpointError(
                 f"{source}: '{key}' has shape {list(value.shape)}, the model expects {list(ours[key].shape)}"
             )
+    if check_only:
+        return
     model.load_state_dict({k: v.to(ours[k].dtype) for k, v in state.items()})
 
 

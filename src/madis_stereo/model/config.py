@@ -21,7 +21,9 @@ class ModelConfig:
     """Architecture of a CroCo-Stereo / MaDis-Stereo network plus its inference defaults.
 
     ``dpt_hooks`` index the concatenated list [encoder block outputs..., decoder block outputs...];
-    ``None`` means CroCo-Stereo's default (``default_hooks``).
+    ``None`` means CroCo-Stereo's default (``default_hooks``). ``laplace_b`` is the scale ``b`` of the
+    bounded log-scale the model was trained with (``madis.laplace_b``); :func:`madis_stereo.certainty`
+    reads the confidence logit with it.
     """
 
     enc_embed_dim: int = 768
@@ -41,6 +43,7 @@ class ModelConfig:
     num_channels: int = 2
     crop: tuple[int, int] = (352, 704)
     conf_mode: str = "conf_expsigmoid_15_3"
+    laplace_b: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("enc", "dec"):
@@ -60,6 +63,8 @@ class ModelConfig:
         if len(self.crop) != 2 or any(c <= 0 or c % 32 for c in self.crop):
             raise ValueError(f"crop {list(self.crop)} must be two positive multiples of 32")
         parse_conf_mode(self.conf_mode)
+        if not self.laplace_b > 0 or not math.isfinite(self.laplace_b):
+            raise ValueError(f"laplace_b must be a positive number, got {self.laplace_b}")
 
     @property
     def hooks(self) -> tuple[int, ...]:
@@ -134,7 +139,7 @@ PRESETS: dict[str, ModelConfig] = {
         enc_embed_dim=256, enc_depth=6, enc_num_heads=4, dec_embed_dim=256, dec_depth=4, dec_num_heads=4,
         dpt_layer_dims=(32, 64, 128, 256), dpt_feature_dim=96, dpt_last_dim=32, crop=(256, 512),
     ),
-    # CroCo v2 architectures (METHOD.md section 1).
+    # CroCo v2 architectures (docs/METHOD.md section 1).
     "vitb_smalldec": ModelConfig(enc_embed_dim=768, enc_depth=12, enc_num_heads=12,
                                  dec_embed_dim=512, dec_depth=8, dec_num_heads=16),
     "vitb_basedec": ModelConfig(enc_embed_dim=768, enc_depth=12, enc_num_heads=12,

@@ -18,6 +18,7 @@ import yaml
 
 from madis_stereo.errors import ConfigError
 from madis_stereo.model.config import ModelConfig
+from madis_stereo.training.schedule import SCHEDULES
 from madis_stereo.utils.config import apply_overrides, from_dict, load_yaml, to_dict
 
 __all__ = [
@@ -40,9 +41,10 @@ TEACHER_SCOPES = ("full", "encoder")
 class ModelSection:
     """The student architecture and where its weights start.
 
-    ``init``: None (random init with ``run.seed``), one of our ``.safetensors`` checkpoints, a CroCo-Stereo
-    ``.pth`` or a CroCo v2 pretraining ``.pth`` (DPT head freshly initialised). The architecture is always
-    ``arch``; the file must fit it.
+    ``init``: None (random init with ``run.seed``), ``bundled`` (the package's default weights; ``arch``
+    must be theirs, crop aside), one of our ``.safetensors`` checkpoints, a CroCo-Stereo ``.pth`` or a CroCo
+    v2 pretraining ``.pth`` (DPT head freshly initialised). The architecture is always ``arch``; the file
+    must fit it.
     """
 
     arch: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig.preset("vitb_basedec"))
@@ -59,7 +61,8 @@ class DataConfig:
     of loading them through DataLoader workers; ``train`` is then one ``synthetic`` spec of size
     ``model.crop``, and ``augment`` (applied on the device) has ``scale_prob: 0`` or is null.
     ``atlas_refresh`` (with ``render_on_device``): pairs between two fresh texture atlases (0 = one atlas for
-    the whole run).
+    the whole run). ``skip_bad_samples``: an unreadable
+    training sample is skipped (and counted) instead of stopping the run with its file name.
     """
 
     train: tuple[dict, ...] = ()
@@ -68,6 +71,7 @@ class DataConfig:
     val_overlap: float = 0.7
     render_on_device: bool = False
     atlas_refresh: int = 0
+    skip_bad_samples: bool = False
 
     def __post_init__(self) -> None:
         for i, spec in enumerate(self.train):
@@ -83,7 +87,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms (METHOD.md section 3); all 1 in the paper's code."""
+    """Weights of the loss terms (docs/METHOD.md section 3); all 1 in the paper's code."""
 
     gt: float = 1.0
     distill: float = 1.0
@@ -124,12 +128,13 @@ class TeacherConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up then half-cosine to 0, per optimiser step.
+    """AdamW with linear warm-up, then ``schedule``: ``cosine`` (half-cosine to 0) or ``wsd`` (constant,
+    then a linear cool-down to 0 over the last ``cooldown_frac`` of the run), per optimiser step.
 
     Length: ``max_steps`` when set, else ``epochs`` passes over the training mixture; ``time_budget_s``
     (a fixed compute budget) shortens the run to what fits in that many seconds of wall time: the length
-    is fitted from the measured pace at steps 30 and 150 (``trainer.BUDGET_FIT_STEPS``), and the cosine
-    schedule ends there.
+    is fitted from the measured pace at steps 30 and 150 (``trainer.BUDGET_FIT_STEPS``), and the schedule
+    (the cosine, or the cool-down) ends there.
     Warm-up: ``warmup_steps`` when set, else ``warmup_epochs``. ``batch_size`` is per process; the effective batch is
     batch_size x accum_steps x processes.
     """
@@ -146,8 +151,14 @@ class OptimConfig:
     clip_grad: float | None = None
     amp: str = "none"
     time_budget_s: float | None = None
+    schedule: str = "cosine"
+    cooldown_frac: float = 0.2
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.cooldown_frac <= 1:
+            raise ValueError(f"cooldown_frac must be in (0, 1], got {self.cooldown_frac}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError("time_budget_s must be positive (or null for no budget)")
         if self.amp not in AMP_MODES:
@@ -208,7 +219,13 @@ class TrainConfig:
         if not isinstance(model, dict):
             raise ConfigError(f"model: expected a mapping, got {model!r}")
         cfg = from_dict(cls, data)
-        return dataclasses.replace(cfg, model=_model_section(model))
+        section = _model_section(model)
+        # the loss scale b is set in the madis section and stored with the model (certainty reads it)
+        b = cfg.madis.laplace_b
+        if "laplace_b" in model and section.arch.laplace_b != b:
+            raise ConfigError(f"model.laplace_b ({section.arch.laplace_b}) differs from madis.laplace_b ({b}); "
+                              "set madis.laplace_b only (the model records it)")
+        return dataclasses.replace(cfg, model=dataclasses.replace(section, arch=section.arch.replace(laplace_b=b)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; the model section is flattened back to ``{init, <ModelConfig fields>}``."""

@@ -9,6 +9,9 @@ Training items (``TrainingDataset``): ``{"left", "right": uint8 [3, H, W], "disp
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,12 +22,16 @@ from torch.utils.data import Dataset
 
 from madis_stereo.data import AugmentConfig, Augmentor, build_dataset, build_mixture
 from madis_stereo.data.base import sample_at
-from madis_stereo.errors import ConfigError
+from madis_stereo.errors import ConfigError, DataError
 from madis_stereo.training.config import DataConfig
 from madis_stereo.utils.config import from_dict
 
 __all__ = ["TrainingDataset", "augment_config", "build_device_batches", "build_train_dataset", "build_val_dataset",
-           "worker_init_fn"]
+           "worker_error_message", "worker_init_fn"]
+
+log = logging.getLogger(__name__)
+
+SKIP_HINT = "data.skip_bad_samples=true skips unreadable samples (counting them)"
 
 
 class TrainingDataset(torch.utils.data.Dataset):
@@ -37,13 +44,25 @@ class TrainingDataset(torch.utils.data.Dataset):
     every epoch. The epoch lives in shared memory, so :meth:`set_epoch` reaches persistent DataLoader
     workers too (call it before iterating). Datasets with ``get(i, epoch)`` (e.g. SyntheticStereo) give
     new samples each epoch. ImageNet normalisation is left to the model side.
+
+    A sample whose files cannot be read (``DataError``, naming the file) stops training, or with
+    ``skip_bad=True`` is replaced by the next readable one (index + 1, ...); :attr:`bad_samples` counts the
+    skips of all workers (shared memory).
     """
 
-    def __init__(self, dataset: Any, augment: AugmentConfig | None = None, seed: int = 0) -> None:
+    def __init__(self, dataset: Any, augment: AugmentConfig | None = None, seed: int = 0,
+                 skip_bad: bool = False) -> None:
         self.dataset = dataset
         self.augmentor = Augmentor(augment) if augment is not None else None
         self.seed = int(seed)
+        self.skip_bad = bool(skip_bad)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._bad = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    @property
+    def bad_samples(self) -> int:
+        """How many unreadable samples were skipped so far (all epochs and workers)."""
+        return int(self._bad[0])
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch[0] = int(epoch)
@@ -59,7 +78,7 @@ class TrainingDataset(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a training set of {len(self)} samples")
         epoch = self.epoch
-        sample = sample_at(self.dataset, index, epoch)
+        index, sample = self._readable(index, epoch)
         if self.augmentor is not None:
             sample = self.augmentor(sample, np.random.default_rng([self.seed, epoch, index]))
         left, right, disparity = sample["left"], sample["right"], sample.get("disparity")
@@ -72,12 +91,40 @@ class TrainingDataset(torch.utils.data.Dataset):
             "name": sample["name"],
         }
 
+    def _readable(self, index: int, epoch: int) -> tuple[int, Any]:
+        """(index, sample) of the sample at ``index``, or with ``skip_bad`` of the next readable one."""
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                return i, sample_at(self.dataset, i, epoch)
+            except DataError as err:
+                if not self.skip_bad:
+                    raise DataError(f"{err} ({SKIP_HINT})") from None
+                self._bad += 1
+                log.warning("skipping training sample %d: %s", i, err)
+        raise DataError(f"no training sample can be read (all {len(self)} skipped)")
+
+
+def worker_error_message(err: BaseException) -> str:
+    """The original message of an error a DataLoader worker raised (PyTorch re-raises it in the main process
+    with the worker's traceback as its message); other errors' first line."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return re.sub(r"^[\w.]+: ", "", last, count=1)
+    return text.splitlines()[0] if text else type(err).__name__
+
 
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: OpenCV runs sequentially inside each worker (the workers already run
     in parallel). ``setNumThreads(0)``, not 1: in a forked child, resizing the inherited thread pool to one
-    thread can wait forever for threads that were not forked."""
+    thread can wait forever for threads that were not forked. Ctrl-C (SIGINT, sent to the whole process
+    group) and SIGUSR1 are left to the main process, which finishes its step, saves and then ends the
+    workers; SIGTERM keeps its default (the DataLoader ends its workers with it)."""
     cv2.setNumThreads(0)
+    for name in ("SIGINT", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def augment_config(fields: dict[str, Any], crop: Sequence[int]) -> AugmentConfig:
@@ -95,7 +142,7 @@ def build_train_dataset(cfg: DataConfig, crop: Sequence[int], seed: int) -> Data
         raise ConfigError("data.train is empty: list at least one dataset spec")
     mixture = build_mixture([dict(spec) for spec in cfg.train])
     augment = None if cfg.augment is None else augment_config(cfg.augment, crop)
-    return TrainingDataset(mixture, augment, seed)
+    return TrainingDataset(mixture, augment, seed, skip_bad=cfg.skip_bad_samples)
 
 
 def build_device_batches(cfg: DataConfig, crop: Sequence[int], batch_size: int, device: torch.device,

@@ -97,6 +97,13 @@ def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_max(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Maximum over ranks (in place; identity for a single process)."""
+    if env.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
 def broadcast_from_main(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     """Rank 0's value of ``tensor`` on every rank (in place)."""
     if env.distributed:

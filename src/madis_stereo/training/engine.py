@@ -1,6 +1,6 @@
 """One optimiser step of MaDis-Stereo (or of the CroCo-Stereo baseline): losses, backward, update, EMA.
 
-MaDis step (METHOD.md section 2): masks for both views -> student ``forward_masked`` (left pass: disparity
+MaDis step (docs/METHOD.md section 2): masks for both views -> student ``forward_masked`` (left pass: disparity
 and left reconstruction; right pass: right reconstruction); the EMA teacher labels the unmasked pair;
 loss = w_gt L_gt + w_distill L_distill + w_rec (L_rec(left) + L_rec(right)), logged as the disjoint terms of
 ``LOSS_TERMS`` (L_distill = gt + pseudo). Baseline step: unmasked ``forward`` and L_gt only.
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
+from madis_stereo.errors import CheckpointError, ConfigError
 from madis_stereo.model.masking import random_masks
 from madis_stereo.model.network import MaskedStereoOutput, StereoModel, StereoOutput
 from madis_stereo.model.preprocess import normalize
@@ -163,7 +164,7 @@ class Engine:
         self.optimizer = build_optimizer(self.model, o.lr, o.betas, o.weight_decay, fused=fused)
         self.amp_dtype = AMP_DTYPES[o.amp]
         if o.amp == "fp16" and env.device.type != "cuda":
-            raise ValueError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
+            raise ConfigError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=o.amp == "fp16")
         self.laplace = LaplaceParams(cfg.madis.laplace_a, cfg.madis.laplace_b)
 
@@ -259,14 +260,21 @@ class Engine:
         return dict(zip(keys, values))
 
     def _update(self) -> tuple[bool, bool, float | None]:
-        """Unscale, clip, optimiser step: (stepped, fp16 overflow skip, gradient norm when clipping)."""
+        """Unscale, clip, optimiser step: (stepped, fp16 overflow skip, gradient norm before clipping).
+
+        Non-finite gradients never reach the weights: the fp16 scaler skips such steps itself; otherwise the
+        gradient norm (computed for clipping, or just for this check) decides, and the step is skipped.
+        The norm is None only under the fp16 scaler without clipping.
+        """
         norm = None
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.cfg.optim.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad))
-            if not math.isfinite(norm) and not self.scaler.is_enabled():
-                return False, False, norm
+        elif not self.scaler.is_enabled() and params:
+            norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+        if norm is not None and not math.isfinite(norm) and not self.scaler.is_enabled():
+            return False, False, norm
         scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -288,5 +296,5 @@ class Engine:
             self.scaler.load_state_dict(state["scaler"])
         if self.teacher is not None:
             if state.get("teacher") is None:
-                raise ValueError("the saved training state has no teacher (was it a baseline run?)")
+                raise CheckpointError("the saved training state has no teacher (was it a baseline run?)")
             self.teacher.load_state_dict(state["teacher"])

@@ -1,4 +1,4 @@
-"""MaDis-Stereo / CroCo-Stereo training losses (METHOD.md section 3).
+"""MaDis-Stereo / CroCo-Stereo training losses (docs/METHOD.md section 3).
 
 Notation: ``d`` predicted disparity, ``c`` confidence logit (channel 1 of the head), ``t`` a target
 disparity. Disparity maps are [B, 1, H, W]; ground truth is invalid where it is not finite.

@@ -1,7 +1,10 @@
-"""Optimiser and learning-rate schedule (METHOD.md section 4).
+"""Optimiser and learning-rate schedule (docs/METHOD.md section 4).
 
 AdamW, no weight decay on biases, normalisation weights (every 1-D parameter) and the mask token; the
-learning rate rises linearly from 0 over the warm-up, then follows a half cosine to 0, set per optimiser step.
+learning rate, set per optimiser step, rises linearly from 0 over the warm-up, then follows either a half
+cosine to 0 (``cosine``, the paper's) or stays constant until a linear cool-down to 0 over the last
+``cooldown_frac`` of the run (``wsd``: warmup-stable-decay, for training that continues from session to
+session: the rate does not depend on a total length fixed in advance until the cool-down starts).
 """
 
 from __future__ import annotations
@@ -13,18 +16,29 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-__all__ = ["NO_DECAY_NAMES", "build_optimizer", "lr_at", "param_groups", "set_lr"]
+__all__ = ["NO_DECAY_NAMES", "SCHEDULES", "build_optimizer", "lr_at", "param_groups", "set_lr"]
 
 log = logging.getLogger(__name__)
 
 NO_DECAY_NAMES = ("mask_token",)
+SCHEDULES = ("cosine", "wsd")
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "cosine",
+          cooldown_frac: float = 0.2) -> float:
     """Learning rate of 0-based optimiser step ``step``.
 
-    Warm-up: base * step / warmup; then base * 0.5 * (1 + cos(pi * (step - warmup) / (total - warmup))).
+    Warm-up: base * step / warmup. Then ``cosine``: base * 0.5 * (1 + cos(pi * (step - warmup) / (total -
+    warmup))); ``wsd``: base until the last ``cool = max(1, round(cooldown_frac * total))`` steps, then
+    base * (total - step) / cool (0 at ``total``). In a run shorter than warm-up plus cool-down the smaller
+    of the two ramps applies.
     """
+    if schedule == "wsd":
+        cool = max(1, round(cooldown_frac * total_steps))
+        decay = min(1.0, max(0.0, (total_steps - step) / cool))
+        return base_lr * (min(decay, step / warmup_steps) if step < warmup_steps else decay)
+    if schedule != "cosine":
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if step < warmup_steps:
         return base_lr * step / warmup_steps
     span = max(1, total_steps - warmup_steps)

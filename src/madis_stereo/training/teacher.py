@@ -14,6 +14,7 @@ import copy
 import torch
 from torch import Tensor
 
+from madis_stereo.errors import CheckpointError
 from madis_stereo.model.network import StereoModel
 
 __all__ = ["ENCODER_PREFIXES", "EMATeacher"]
@@ -68,6 +69,6 @@ class EMATeacher:
         if sorted(state) != sorted(self.names):
             missing = sorted(set(self.names) - set(state))
             unexpected = sorted(set(state) - set(self.names))
-            raise ValueError(f"teacher state does not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise CheckpointError(f"teacher state does not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
         for name, param in zip(self.names, self._params):
             param.copy_(state[name])

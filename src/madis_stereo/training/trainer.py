@@ -3,13 +3,23 @@
 Run folder: ``config.yaml`` (resolved config), ``metrics.jsonl``, TensorBoard events,
 ``ckpt_step{N}.safetensors`` (the last ``run.keep_last``), ``best.safetensors`` (best validation) and
 ``train_state.pt`` (everything else needed to resume). Only rank 0 writes.
+
+Stopping: SIGTERM, SIGUSR1 (what clusters send before pre-empting a job or at its time limit) and SIGINT
+(Ctrl-C) let the current step finish, write a checkpoint and raise :class:`TrainingInterrupted`, which says
+how to resume (``madis-stereo train`` then exits with status 75). A second Ctrl-C stops at once. A checkpoint
+that cannot be written (disk full) stops the run with a :class:`TrainingError`; the previous checkpoint and
+``train_state.pt`` stay as they were.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,14 +30,34 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from madis_stereo.errors import CheckpointError, ConfigError, TrainingError, first_line
-from madis_stereo.model.checkpoint import default_model_path, load_weights, read_weights, save_model
+from madis_stereo.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TrainingError,
+    TrainingInterrupted,
+    resume_hint,
+)
+from madis_stereo.model.checkpoint import (
+    default_model_path,
+    header_config,
+    load_weights,
+    read_metadata,
+    read_weights,
+    save_model,
+)
 from madis_stereo.model.network import StereoModel
 from madis_stereo.model.registry import MODELS, is_url, load_model
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
-from madis_stereo.training.data import build_device_batches, build_train_dataset, build_val_dataset, worker_init_fn
+from madis_stereo.training.data import (
+    build_device_batches,
+    build_train_dataset,
+    build_val_dataset,
+    worker_error_message,
+    worker_init_fn,
+)
 from madis_stereo.training.engine import BASELINE_TOTAL, LOSS_TERMS, MADIS_TOTAL, Engine, StepResult
 from madis_stereo.training.progress import TrainConsole
 from madis_stereo.training.rendering import DeviceBatches
@@ -36,17 +66,23 @@ from madis_stereo.training.schedule import lr_at
 from madis_stereo.training.validation import validate
 from madis_stereo.utils.files import atomic_write_bytes
 
-__all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
+__all__ = ["BUNDLED_INIT", "CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
-BUNDLED_NAMES = ("bundled", "default")  # model.init values naming the package's bundled weights
+BEST_NAME = "best.safetensors"
+BUNDLED_INIT = "bundled"  # model.init value: the package's default weights
+BUNDLED_NAMES = (BUNDLED_INIT, "default")  # the names model.init takes for them
 # With a time budget the run length is fitted from the measured pace at these steps (the pace counted from
 # step BUDGET_PACE_START, after data-loader start-up, or from the previous fit); fixed after the last one.
 BUDGET_PACE_START = 10
 BUDGET_FIT_STEPS = (30, 150)
 BUDGET_MARGIN = 0.97  # leave room for the final validation and checkpoint
+
+
+# Signals that stop training cleanly (the step in flight finishes and is saved).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGINT") if hasattr(signal, name))
 
 
 @dataclass
@@ -60,35 +96,46 @@ class TrainResult:
     best: dict[str, Any] | None
     engine: Engine
     steps_trained: int = 0
+    bad_samples: int = 0  # unreadable training samples skipped (data.skip_bad_samples)
 
 
 def build_student(cfg: TrainConfig) -> StereoModel:
-    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init`` (a path, or
-    ``bundled`` / ``default``: the package's bundled weights, whose architecture ``model.arch`` must have)."""
+    """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``
+    (``bundled`` or ``default``: the package's weights, whose architecture the model section must match)."""
     init = cfg.model.init
     if init is None:
         return StereoModel(cfg.model.arch)
     if init.startswith("<") or not init.strip():
         raise ConfigError(f"model.init is not set ({init}); pass model.init= a CroCo v2 pretraining checkpoint "
                           "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path), one of ours, "
-                          "or bundled (the package's model)")
-    if init in BUNDLED_NAMES:
-        init = str(default_model_path())
-        if not Path(init).is_file():
-            raise ConfigError(f"model.init={cfg.model.init}: this installation has no bundled model ({init})")
+                          "or bundled (the package's weights)")
+    if init in BUNDLED_NAMES or (Path(init).is_file() and Path(init).resolve() == default_model_path().resolve()):
+        return _bundled_student(cfg)
     if not is_url(init) and init not in MODELS and not Path(init).is_file():
-        raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL, registered name or bundled)")
-    try:
-        model = load_model(init, config_overrides=cfg.model.arch.to_dict())
-    except CheckpointError as err:
-        if cfg.model.init not in BUNDLED_NAMES:
-            raise
-        raise ConfigError(f"model.init={cfg.model.init}: the bundled model is the 'small' preset (taps [3, 5, 7, 9]); "
-                          "use model.preset=small without other architecture changes "
-                          f"({first_line(err)[:120]})") from None
+        raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL or registered name)")
+    model = load_model(init, config_overrides=cfg.model.arch.to_dict())
     if model.config != cfg.model.arch:
         raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
     log.info("student initialised from %s", init)
+    return model.train()
+
+
+def _bundled_student(cfg: TrainConfig) -> StereoModel:
+    """The bundled weights in a student of ``model.arch``; every field but ``crop`` (the training and tiling
+    window, which any crop can change) must equal the bundled model's."""
+    path = default_model_path()
+    if not path.is_file():
+        raise ConfigError(f"model.init=bundled: no bundled model in this installation ({path} is missing)")
+    bundled = header_config(path, read_metadata(path)).to_dict()
+    ours = cfg.model.arch.to_dict()
+    differ = [f"{key} {ours[key]} (bundled: {bundled[key]})" for key in ours
+              if key != "crop" and ours[key] != bundled[key]]
+    if differ:
+        raise ConfigError(f"model.init=bundled: the model section differs from the bundled model in "
+                          f"{', '.join(differ)}; use model.preset: small without field changes")
+    model = StereoModel(cfg.model.arch)
+    load_weights(model, read_weights(path), str(path))
+    log.info("student initialised from the bundled weights (%s)", path)
     return model.train()
 
 
@@ -120,11 +167,13 @@ class Trainer:
         self.started = time.perf_counter()
         self.pace_mark = (self.started, 0)
         self.budget_fixed = self.cfg.optim.time_budget_s is None
+        self.stop_signal: int | None = None
         if resume:
             self._resume()
-        self.logger = RunLogger(self.run_dir, env.is_main, self.step if resume else None)
         if env.is_main:
             atomic_write_bytes(self.run_dir / CONFIG_NAME, cfg.to_yaml().encode())
+        self.logger = RunLogger(self.run_dir, env.is_main, self.step if resume else None)  # last: nothing can
+        # fail after it opens its files, so a failed construction leaves none open
 
     def _plan(self) -> tuple[int, int, int]:
         o = self.cfg.optim
@@ -162,21 +211,65 @@ class Trainer:
                                     self.cfg.run.log_every, self.env.is_main, o.time_budget_s)
         last = None
         try:
-            while self.step < self.total_steps:
-                for micro_batches in self._epoch_batches():
-                    self._train_step(micro_batches)
-                    if self.step >= self.total_steps:
-                        break
-                if self.position >= self.steps_per_epoch:
-                    self.epoch, self.position = self.epoch + 1, 0
-            if self.last_saved != self.step:
-                self._checkpoint()
-            last = self.run_dir / S.checkpoint_name(self.step) if self.env.is_main else None
+            with self._stop_signals():
+                while self.step < self.total_steps:
+                    for micro_batches in self._epoch_batches():
+                        self._train_step(micro_batches)
+                        if self.step >= self.total_steps:
+                            break
+                        self._stop_if_asked()
+                    if self.position >= self.steps_per_epoch:
+                        self.epoch, self.position = self.epoch + 1, 0
+                if self.last_saved != self.step:
+                    self._checkpoint()
+                last = self.run_dir / S.checkpoint_name(self.step) if self.env.is_main else None
         finally:
             self.console.finish(self.step, self.run_dir, last, self.best, self.logger.writer is not None)
             self.logger.close()
+            self._report_bad_samples()
             self.loader = None  # stops its persistent workers
-        return TrainResult(self.run_dir, self.step, last, self.best, self.engine, steps_trained=self.step - first_step)
+        return TrainResult(self.run_dir, self.step, last, self.best, self.engine, steps_trained=self.step - first_step,
+                           bad_samples=self._bad_samples())
+
+    # --- stopping on a signal ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """While training, STOP_SIGNALS only ask for a stop after the current step (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            self.stop_signal = signum
+            log.warning("%s received: stopping after step %d (checkpoint, then exit)",
+                        signal.Signals(signum).name, self.step + 1)
+
+        previous = {s: signal.signal(s, ask) for s in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _stop_if_asked(self) -> None:
+        """After a step: when a stop signal came (to any rank), save this step and raise TrainingInterrupted."""
+        flag = torch.tensor([float(self.stop_signal or 0)])
+        if self.env.distributed:  # every rank stops at the same step (the signal may reach them apart)
+            flag = D.all_reduce_max(flag.to(self.env.device), self.env).cpu()
+        if not flag.item():
+            return
+        if self.last_saved != self.step:
+            self._checkpoint()
+        raise TrainingInterrupted(self.run_dir, self.step, signal.Signals(int(flag.item())).name)
+
+    def _bad_samples(self) -> int:
+        return int(getattr(self.train_dataset, "bad_samples", 0))
+
+    def _report_bad_samples(self) -> None:
+        if self._bad_samples() and self.env.is_main:
+            log.warning("%d unreadable training samples were skipped (data.skip_bad_samples)", self._bad_samples())
 
     def _epoch_batches(self) -> Iterator[list[dict[str, Any]]]:
         """Groups of ``accum_steps`` micro-batches for the rest of the current epoch."""
@@ -196,7 +289,16 @@ class Trainer:
                                      persistent_workers=workers > 0)
         batches = iter(self.loader)
         for _ in range(self.steps_per_epoch - self.position):
-            yield [next(batches) for _ in range(o.accum_steps)]
+            try:
+                group = [next(batches) for _ in range(o.accum_steps)]
+            except DataError as err:  # raised again in this process by a DataLoader worker: keep its message
+                raise DataError(worker_error_message(err)) from None
+            except Exception:
+                if self.stop_signal is None:
+                    raise
+                self._stop_if_asked()  # a stop signal sent to the whole group also ended the data workers
+                raise
+            yield group
 
     def _fit_budget(self) -> None:
         """Set ``total_steps`` so that the run ends within ``optim.time_budget_s`` (same on every rank)."""
@@ -218,7 +320,8 @@ class Trainer:
         if not self.budget_fixed and self.step in BUDGET_FIT_STEPS:
             self._fit_budget()
         start = time.perf_counter()
-        lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.cfg.optim.lr)
+        o = self.cfg.optim
+        lr = lr_at(self.step, self.total_steps, self.warmup_steps, o.lr, o.schedule, o.cooldown_frac)
         result = self.engine.step(micro_batches, self.step, lr)
         self.step += 1
         self.position += 1
@@ -265,12 +368,17 @@ class Trainer:
         self.logger.write({"kind": "val", "step": self.step, **metrics})
         key = self.cfg.run.best_metric
         self.console.validation(self.step, metrics, key)
-        if key not in metrics:
-            return
-        if self.best is None or metrics[key] < self.best["value"]:
-            self.best = {"metric": key, "value": metrics[key], "step": self.step}
+        value = metrics.get(key)
+        if value is None or not math.isfinite(value):
             if self.env.is_main:
-                save_model(self.engine.model, self.run_dir / "best.safetensors", **self._provenance())
+                log.warning("validation at step %d has no finite %s; the best checkpoint stays as it is", self.step,
+                            key)
+            return
+        if self.best is None or value < self.best["value"]:
+            self.best = {"metric": key, "value": value, "step": self.step}
+            if self.env.is_main:  # the best value travels with the file, so a resume can never lose it
+                with self._saving(f"{BEST_NAME} of step {self.step}", self.last_saved):
+                    save_model(self.engine.model, self.run_dir / BEST_NAME, best=self.best, **self._provenance())
 
     def _provenance(self) -> dict[str, Any]:
         return {"recipe": "madis" if self.cfg.madis.enabled else "croco_stereo_baseline", "steps": self.step,
@@ -279,17 +387,35 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         """Student checkpoint, then train_state.pt pointing at it, then rotation (crash-safe order)."""
-        self.last_saved = self.step
+        previous, self.last_saved = self.last_saved, self.step
         if not self.env.is_main:
             return
         name = S.checkpoint_name(self.step)
-        save_model(self.engine.model, self.run_dir / name, **self._provenance())
-        state = {"version": 1, "step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
-                 "position": self.position,
-                 "checkpoint": name, "engine": self.engine.state_dict(), "rng": S.capture_rng(),
-                 "best": self.best, "nonfinite": self.nonfinite, "world_size": self.env.world_size}
-        S.save_train_state(self.run_dir / S.STATE_NAME, state)
+        with self._saving(f"the checkpoint of step {self.step}", previous, self.run_dir / name):
+            save_model(self.engine.model, self.run_dir / name, **self._provenance())
+            state = {"version": 1, "step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
+                     "position": self.position,
+                     "checkpoint": name, "engine": self.engine.state_dict(), "rng": S.capture_rng(),
+                     "best": self.best, "nonfinite": self.nonfinite, "world_size": self.env.world_size}
+            S.save_train_state(self.run_dir / S.STATE_NAME, state)
         S.rotate_checkpoints(self.run_dir, self.cfg.run.keep_last, protect=name)
+
+    @contextlib.contextmanager
+    def _saving(self, what: str, previous: int, partial: Path | None = None) -> Iterator[None]:
+        """Turn a failed write (disk full, ...) into a TrainingError saying what is still intact.
+
+        The writes are atomic, so the files of the last checkpoint are untouched; ``partial`` (a file written
+        before the failure that nothing refers to) is removed to give the space back.
+        """
+        try:
+            yield
+        except OSError as err:
+            if partial is not None:
+                partial.unlink(missing_ok=True)
+            kept = (f"the checkpoint of step {previous} and {S.STATE_NAME} are intact" if previous >= 0
+                    else "no checkpoint was saved before")
+            raise TrainingError(f"cannot write {what} in {self.run_dir} ({err.strerror or err}); {kept}: free "
+                                f"space, then {resume_hint(self.run_dir)}") from err
 
     def _resume(self) -> None:
         state = S.load_train_state(self.run_dir / S.STATE_NAME)
@@ -298,7 +424,8 @@ class Trainer:
         self.engine.load_state_dict(state["engine"])
         S.restore_rng(state["rng"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
-        self.best, self.nonfinite, self.last_saved = state["best"], state["nonfinite"], state["step"]
+        self.best = _best_of(self.cfg.run.best_metric, state["best"], self._saved_best())
+        self.nonfinite, self.last_saved = state["nonfinite"], state["step"]
         if self.cfg.optim.time_budget_s is not None and state["step"] >= BUDGET_FIT_STEPS[0]:
             # the length the budget fixed (otherwise the config's max_steps / epochs, which may have changed)
             self.total_steps, self.budget_fixed = state["total_steps"], True
@@ -309,6 +436,24 @@ class Trainer:
         if self.env.is_main:
             S.remove_stale_temp_files(self.run_dir)
         log.info("resumed %s at step %d (epoch %d)", self.run_dir, self.step, self.epoch)
+
+    def _saved_best(self) -> dict[str, Any] | None:
+        """The best value stored in ``best.safetensors`` (which may be newer than ``train_state.pt``)."""
+        path = self.run_dir / BEST_NAME
+        if not path.is_file():
+            return None
+        try:
+            return read_metadata(path)["metadata"].get("best")
+        except CheckpointError as err:
+            log.warning("ignoring the best value of %s (%s)", path, err)
+            return None
+
+
+def _best_of(metric: str, *candidates: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The lowest finite best record for ``metric`` among ``candidates`` (None when there is none)."""
+    usable = [c for c in candidates if isinstance(c, dict) and c.get("metric") == metric
+              and isinstance(c.get("value"), (int, float)) and math.isfinite(c["value"])]
+    return min(usable, key=lambda c: c["value"], default=None)
 
 
 def prepare_run_dir(cfg: TrainConfig, out_dir: str | Path | None) -> tuple[Path, bool]:

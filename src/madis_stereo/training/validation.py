@@ -49,12 +49,14 @@ def validate(model: StereoModel, dataset: Dataset, env: DistEnv, crop: Sequence[
              conf_mode: str, autocast: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
     """Mean per-image ``stereo_metrics`` of ``model`` on ``dataset`` (items with left/right images and GT).
 
-    Images without any valid GT pixel are left out of the mean.
+    Images without any valid GT pixel are left out of the mean, and a metric that is not finite for an image
+    (the epe of an image without one finite prediction) is left out of that metric's mean: the image still
+    counts in ``invalid_pred`` and the ``bad_*`` rates (as 100 %), so one blind image cannot make the mean NaN.
     """
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
-    count = 0
+    counts: dict[str, int] = {}
     for index in range(env.rank, len(dataset), env.world_size):
         item = dataset[index]
         if item.get("disparity") is None:
@@ -67,16 +69,16 @@ def validate(model: StereoModel, dataset: Dataset, env: DistEnv, crop: Sequence[
         if metrics["n_valid"] == 0:
             continue
         for key in METRIC_KEYS:
-            sums[key] = sums.get(key, 0.0) + metrics[key]
-        count += 1
+            if np.isfinite(metrics[key]):
+                sums[key] = sums.get(key, 0.0) + metrics[key]
+                counts[key] = counts.get(key, 0) + 1
     model.train(was_training)
-    return _reduce(sums, count, env)
+    return _reduce(sums, counts, env)
 
 
-def _reduce(sums: dict[str, float], count: int, env: DistEnv) -> dict[str, float]:
-    packed = torch.tensor([sums.get(k, 0.0) for k in METRIC_KEYS] + [float(count)], dtype=torch.float64)
-    packed = all_reduce_sum(packed.to(env.device), env).cpu()  # NCCL reduces device tensors only
-    total = packed[-1].item()
-    if total == 0:
-        return {}
-    return {k: packed[i].item() / total for i, k in enumerate(METRIC_KEYS)}
+def _reduce(sums: dict[str, float], counts: dict[str, int], env: DistEnv) -> dict[str, float]:
+    """Per-metric means over every rank's images; metrics no image had a finite value for are left out."""
+    values = [sums.get(k, 0.0) for k in METRIC_KEYS] + [float(counts.get(k, 0)) for k in METRIC_KEYS]
+    packed = all_reduce_sum(torch.tensor(values, dtype=torch.float64).to(env.device), env).cpu()  # NCCL: device
+    n = len(METRIC_KEYS)
+    return {k: packed[i].item() / packed[n + i].item() for i, k in enumerate(METRIC_KEYS) if packed[n + i] > 0}

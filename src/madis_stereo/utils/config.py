@@ -139,15 +139,43 @@ def yaml_error_text(err: yaml.YAMLError) -> str:
     return f"{where}: not valid YAML: {problem}{detail}"
 
 
+# Largest number of values a config may expand to: YAML aliases can make a few bytes stand for billions
+# of values (the "billion laughs"), which copying or validating would never finish.
+MAX_YAML_VALUES = 100_000
+
+
+def parse_yaml(text: str, source: str = "") -> Any:
+    """``yaml.safe_load`` whose failures (syntax, nesting, alias bombs) raise ConfigError naming ``source``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}{yaml_error_text(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
+    stack, seen = [data], 0
+    while stack:  # count values as a copy would visit them (shared aliases count every time)
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise ConfigError(f"{source}: YAML expands to more than {MAX_YAML_VALUES} values (aliases?)")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return data
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing or malformed file raises ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}{yaml_error_text(err)}") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (YAML must be UTF-8)") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -169,8 +197,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict:
         if not key:
             raise ConfigError(f"unknown config key '{key}' in override {item!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = parse_yaml(raw) if raw.strip() else ""
+        except ConfigError as err:
+            if "not valid YAML" not in str(err):
+                raise ConfigError(f"override {item!r}{err}") from None
             value = raw
         node = out
         parts = key.split(".")

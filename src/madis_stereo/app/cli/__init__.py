@@ -1,8 +1,12 @@
 """``madis-stereo`` command line: argparse subcommands, each a thin module that calls the library.
 
 Every subcommand module exposes ``register(subparsers)``, which adds its parser and sets ``func`` (a
-callable taking the parsed namespace and returning an exit code). Library exceptions for bad input become
-one-line messages on stderr and exit code 2; ``--debug`` shows the traceback instead.
+callable taking the parsed namespace and returning an exit code).
+
+Exit codes: 0 success; 2 bad input (the project's own errors: ConfigError, InputError, CheckpointError,
+DataError, TrainingError, and OS errors such as a missing file), printed as one line; 3 out of memory (with
+what to change); 75 training stopped by a signal after saving a checkpoint (``train`` says how to resume);
+130 interrupted. Anything else is a bug and keeps its traceback; ``--debug`` shows tracebacks for all.
 """
 
 from __future__ import annotations
@@ -18,6 +22,17 @@ __all__ = ["main", "build_parser"]
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = ("predict", "rectify", "app", "train", "evaluate", "analyze", "export", "demo", "info", "models",
                "data")
+
+EXIT_ERROR = 2
+EXIT_OUT_OF_MEMORY = 3
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL of sysexits.h: stopped on request, resume to continue
+
+# What to change when a command runs out of memory.
+MEMORY_HINTS = {
+    "train": "lower optim.batch_size (raise optim.accum_steps to keep the effective batch), a smaller "
+             "model.crop, or optim.amp=bf16",
+}
+DEFAULT_MEMORY_HINT = "use --tile-batch 1, --bf16, or a smaller --crop (tile size, multiples of 32)"
 
 log = logging.getLogger("madis_stereo")
 
@@ -60,6 +75,23 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that report bad input (the CLI prints them as one line)."""
+    from madis_stereo.errors import MadisStereoError
+
+    return MadisStereoError, OSError
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA/MPS out-of-memory errors, Python's MemoryError and the CPU allocator's RuntimeError."""
+    if isinstance(err, MemoryError):
+        return True
+    oom = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+    if oom is not None and isinstance(err, oom):
+        return True
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from madis_stereo.errors import first_line
 
@@ -76,12 +108,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("madis-stereo: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError) as err:
+    except Exception as err:
         if args.debug:
             raise
-        message = first_line(err)
-        print(f"madis-stereo {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        if is_out_of_memory(err):
+            hint = MEMORY_HINTS.get(args.command, DEFAULT_MEMORY_HINT)
+            print(f"madis-stereo {args.command}: error: out of memory ({first_line(err)[:200]}); {hint}",
+                  file=sys.stderr)
+            return EXIT_OUT_OF_MEMORY
+        if not isinstance(err, user_errors()):
+            raise  # a bug: its traceback is what a report needs
+        print(f"madis-stereo {args.command}: error: {first_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from madis_stereo.app.cli import common
+from madis_stereo.errors import ConfigError
 
 log = logging.getLogger("madis_stereo")
 
@@ -50,7 +51,7 @@ def run_attention_distance(args: argparse.Namespace) -> int:
     from madis_stereo.utils.files import atomic_write_bytes
 
     if args.plot is None and args.json is None:
-        raise ValueError("nothing to write: give --plot and/or --json")
+        raise ConfigError("nothing to write: give --plot and/or --json")
     device = common.cli_device(args)
     pairs = [(p.left, p.right) for p in find_pairs(args.inputs)]
     from madis_stereo.model.registry import load_model

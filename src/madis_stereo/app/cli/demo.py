@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from madis_stereo.app.cli.common import add_model_arguments, load_cli_model, model_label, predictor_kwargs
+from madis_stereo.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from madis_stereo.app.tables import format_table
 
     if bool(args.left) != bool(args.right):
-        raise ValueError("--left and --right go together")
+        raise ConfigError("--left and --right go together")
     if args.left:
         from madis_stereo.data import read_disparity, read_image
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from madis_stereo.app.cli import common
+from madis_stereo.errors import ConfigError
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
     import numpy as np
@@ -71,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     geo.add_argument("--depth-format", choices=("pfm", "npy"), default="pfm", help="file type of depth (default pfm)")
     geo.add_argument("--max-depth", type=float, help="point cloud: drop points farther than this (baseline unit)")
     geo.add_argument("--min-certainty", type=float,
-                     help="point cloud: drop points whose certainty 1 - sigmoid(c/3) is below this (0..1)")
+                     help="point cloud: drop points whose certainty 1 - sigmoid(c/b) is below this (0..1; "
+                          "b: the model's laplace_b, 3 by default)")
     p.set_defaults(func=run)
 
 
@@ -96,7 +98,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         from madis_stereo.inference.export import OnnxStereoModel, onnx_providers
 
         if args.checkpoint:
-            raise ValueError("give either --checkpoint or --onnx, not both")
+            raise ConfigError("give either --checkpoint or --onnx, not both")
         common.check_tiling_args(args)
         model = OnnxStereoModel(args.onnx, providers=onnx_providers(args.device))
         return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", tile_batch=args.tile_batch,
@@ -113,15 +115,15 @@ def _geometry_source(args: argparse.Namespace, options: OutputOptions) -> Rectif
         others = [name for name, value in (("--calib", args.calib), ("--focal", args.focal), ("--cx", args.cx),
                                            ("--cy", args.cy), ("--fy", args.fy)) if value is not None]
         if others:
-            raise ValueError(f"--rectify takes the cameras from the calibration; drop {', '.join(others)}")
+            raise ConfigError(f"--rectify takes the cameras from the calibration; drop {', '.join(others)}")
         return Rectifier(read_calibration(args.rectify))
     if options.needs_camera and args.calib is None and (args.focal is None or args.baseline is None):
-        raise ValueError("formats depth and ply need --rectify CALIB, --calib calib.txt (or 'auto'), or "
+        raise ConfigError("formats depth and ply need --rectify CALIB, --calib calib.txt (or 'auto'), or "
                          "--focal F --baseline B")
     if args.calib is not None and any(v is not None for v in (args.focal, args.cx, args.cy, args.fy)):
-        raise ValueError("give either --calib or --focal/--baseline (with --cx/--cy/--fy), not both")
+        raise ConfigError("give either --calib or --focal/--baseline (with --cx/--cy/--fy), not both")
     if args.focal is None and any(v is not None for v in (args.cx, args.cy, args.fy)):
-        raise ValueError("--cx, --cy and --fy go with --focal F --baseline B")
+        raise ConfigError("--cx, --cy and --fy go with --focal F --baseline B")
     return None
 
 
@@ -219,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
                     camera = _camera_for(args, pair.left, cameras) if options.needs_camera else None
                 pred = predictor(*rect)
                 sequence.fix_range(pred.disparity)
-                write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, sequence.options, camera)
+                write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, sequence.options, camera,
+                              laplace_b=pred.laplace_b)
                 sequence.add_frame(rect[0], pred.disparity)
             except (ValueError, OSError) as err:
                 line = f"{pair.left} + {pair.right}: {first_line(err)}"

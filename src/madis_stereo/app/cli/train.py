@@ -2,11 +2,14 @@
 
 Single process, or one rank of ``torchrun --nproc-per-node N -m madis_stereo train ...``. With
 ``--resume RUN_DIR`` and no CONFIG, the run's own ``config.yaml`` is used (overrides still apply).
+SIGTERM, SIGUSR1 or Ctrl-C: the step in flight finishes, a checkpoint is written, the resume command is
+printed and the exit status is 75.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 __all__ = ["register", "run"]
@@ -16,6 +19,9 @@ EPILOG = """examples:
   madis-stereo train configs/madis_vitb_basedec.yaml model.init=CroCo_V2_ViTBase_BaseDecoder optim.amp=bf16
   madis-stereo train --resume runs/tiny
   torchrun --nproc-per-node 4 -m madis_stereo train configs/madis_vitb_basedec.yaml model.init=...
+
+SIGTERM, SIGUSR1 (e.g. sbatch --signal=USR1@120) or Ctrl-C: the current step finishes, a checkpoint is
+written, the --resume command is printed and the exit status is 75. A second Ctrl-C stops at once.
 """
 
 
@@ -45,9 +51,10 @@ def _split(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from madis_stereo.app.cli import EXIT_PREEMPTED
     from madis_stereo.errors import ConfigError
     from madis_stereo.training.config import load_train_config
-    from madis_stereo.training.trainer import CONFIG_NAME, train
+    from madis_stereo.training.trainer import CONFIG_NAME, TrainingInterrupted, train
 
     config, overrides = _split(args.items)
     if args.resume and args.out and Path(args.out) != Path(args.resume):
@@ -57,7 +64,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("missing CONFIG.yaml (or --resume RUN_DIR)")
         config = str(Path(args.resume) / CONFIG_NAME)
     cfg = load_train_config(config, overrides)
-    result = train(cfg, out_dir=args.resume or args.out, resume=bool(args.resume))
+    try:
+        result = train(cfg, out_dir=args.resume or args.out, resume=bool(args.resume))
+    except TrainingInterrupted as stop:
+        print(f"madis-stereo train: {stop}", file=sys.stderr)
+        return EXIT_PREEMPTED
     if result.checkpoint is not None and result.steps_trained:
         print(f"trained {result.steps_trained} steps (now at step {result.step}); last checkpoint: {result.checkpoint}")
     elif result.checkpoint is not None:

@@ -1,0 +1,187 @@
+"""Faults a training run must survive: pre-emption signals, a full disk, unreadable training images."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from toy_stereo import ToyStereo, toy_config, write_toy_folder
+
+import madis_stereo as ms
+from madis_stereo.app.cli import EXIT_PREEMPTED
+from madis_stereo.errors import DataError, TrainingError
+from madis_stereo.training import load_train_config, train
+from madis_stereo.training.runlog import read_metrics
+from madis_stereo.training.state import load_train_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy_folder(tmp_path_factory) -> dict:
+    return write_toy_folder(tmp_path_factory.mktemp("toy_folder"), 16)
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "madis_stereo", *args]
+
+
+def subprocess_env() -> dict:
+    paths = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1"}
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl", "train")}
+
+
+# --- pre-emption --------------------------------------------------------------------------------------------
+def start_and_signal(run: Path, config: Path, signum: int, group: bool = False) -> subprocess.CompletedProcess:
+    """Start ``madis-stereo train``, send ``signum`` once a few steps are logged, wait for it to stop."""
+    proc = subprocess.Popen(cli("train", str(config), "--out", str(run)), env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
+    try:
+        deadline = time.monotonic() + 120
+        while max(train_losses(run), default=0) < 3:
+            assert proc.poll() is None, "the run ended before the signal: " + proc.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "the run never reached step 3"
+            time.sleep(0.01)
+        if group:  # what a terminal's Ctrl-C does: the whole foreground group, data-loader workers included
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_continues_exactly(tmp_path, toy_folder):
+    steps = 12
+    sections = {"data": {"train": [toy_folder]}, "optim": {"max_steps": steps},
+                "run": {"ckpt_every": 100, "keep_last": 2}}  # no periodic checkpoint: only the signal's
+    expected = train_losses(train(load_train_config(toy_config(**sections)), out_dir=tmp_path / "ref").run_dir)
+
+    run = tmp_path / "run"
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy_config(**sections)))
+    done = start_and_signal(run, config, signal.SIGTERM)
+    assert done.returncode == EXIT_PREEMPTED == 75, done.stderr[-2000:]
+    stopped_at = load_train_state(run / "train_state.pt")["step"]
+    assert 3 <= stopped_at < steps
+    assert f"stopped by SIGTERM at step {stopped_at}" in done.stderr
+    assert f"madis-stereo train --resume {run}" in done.stderr
+    assert sorted(train_losses(run)) == list(range(1, stopped_at + 1))  # the step in flight was finished
+    ms.load_model(run / f"ckpt_step{stopped_at}.safetensors")
+
+    resumed = subprocess.run(cli("train", "--resume", str(run)), env=subprocess_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert train_losses(run) == expected  # bit-identical to the run that was never stopped
+
+
+@pytest.mark.parametrize("signum", [pytest.param(signal.SIGUSR1, marks=pytest.mark.slow), signal.SIGINT])
+def test_sigusr1_and_ctrl_c_stop_the_same_way_with_data_workers(tmp_path, toy_folder, signum):
+    sections = {"data": {"train": [toy_folder]}, "optim": {"max_steps": 200},
+                "run": {"ckpt_every": 100, "num_workers": 2}}
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy_config(**sections)))
+    run = tmp_path / "run"
+    done = start_and_signal(run, config, signum, group=True)
+    assert done.returncode == EXIT_PREEMPTED, done.stderr[-2000:]
+    stopped_at = load_train_state(run / "train_state.pt")["step"]
+    assert f"stopped by {signal.Signals(signum).name} at step {stopped_at}" in done.stderr
+    assert "--resume" in done.stderr and "Traceback" not in done.stderr
+    assert (run / f"ckpt_step{stopped_at}.safetensors").is_file()
+
+
+# --- a full disk --------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc")
+@pytest.mark.parametrize("victim", ["ckpt_step4", "train_state"])
+def test_disk_full_while_saving_keeps_the_previous_checkpoint_usable(tmp_path, monkeypatch, victim):
+    from madis_stereo.utils import files as fileio
+
+    real_fsync = fileio.os.fsync
+    writes = {"train_state": 0}
+
+    def fsync(fd):  # the atomic writer's flush of its temporary file: where a full disk shows
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if "train_state" in name:
+            writes["train_state"] += 1
+        if victim in name and (victim != "train_state" or writes["train_state"] == 2):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", fsync)
+    cfg = load_train_config(toy_config(optim={"max_steps": 6}, run={"ckpt_every": 2}))
+    with pytest.raises(TrainingError) as caught:
+        train(cfg, out_dir=tmp_path, train_dataset=ToyStereo(8))
+    message = str(caught.value)
+    assert "step 4" in message and "No space left on device" in message
+    assert "checkpoint of step 2" in message and f"madis-stereo train --resume {tmp_path}" in message
+    state = load_train_state(tmp_path / "train_state.pt")
+    assert state["step"] == 2 and state["checkpoint"] == "ckpt_step2.safetensors"
+    ms.load_model(tmp_path / "ckpt_step2.safetensors")
+    assert not (tmp_path / "ckpt_step4.safetensors").exists()  # a model without its state is removed
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    monkeypatch.setattr(fileio.os, "fsync", real_fsync)  # space freed: the run resumes and finishes
+    result = train(cfg, out_dir=tmp_path, resume=True, train_dataset=ToyStereo(8))
+    assert result.step == 6 and sorted(train_losses(tmp_path)) == list(range(1, 7))
+
+
+# --- unreadable training images -------------------------------------------------------------------------------
+@pytest.fixture()
+def broken_folder(tmp_path) -> tuple[dict, Path]:
+    spec = write_toy_folder(tmp_path / "data", 8)
+    bad = tmp_path / "data" / "left" / "0005.png"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated mid-stream
+    return spec, bad
+
+
+def test_a_corrupt_training_image_is_named_with_data_workers(tmp_path, broken_folder):
+    spec, bad = broken_folder
+    cfg = load_train_config(toy_config(data={"train": [spec]}, optim={"max_steps": 8},
+                                       run={"num_workers": 2, "ckpt_every": 0}))
+    with pytest.raises(DataError) as caught:
+        train(cfg, out_dir=tmp_path / "run")
+    message = str(caught.value)
+    assert str(bad) in message and "truncated or corrupt" in message
+    assert "DataLoader worker" not in message and "\n" not in message
+    assert "data.skip_bad_samples=true" in message  # how to go on without it
+
+
+def test_the_train_command_reports_the_file_in_one_line(tmp_path, broken_folder):
+    spec, bad = broken_folder
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy_config(data={"train": [spec]}, run={"num_workers": 1})))
+    done = subprocess.run(cli("train", str(config), "--out", str(tmp_path / "run")), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert str(bad) in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_samples_are_skipped_and_counted_when_asked(tmp_path, broken_folder, caplog):
+    spec, bad = broken_folder
+    cfg = load_train_config(toy_config(data={"train": [spec], "skip_bad_samples": True},
+                                       optim={"max_steps": 8}, run={"num_workers": 2, "ckpt_every": 0}))
+    result = train(cfg, out_dir=tmp_path / "run")  # 8 pairs, batch 2: two epochs, the bad pair read in each
+    assert result.step == 8 and result.bad_samples == 2
+    assert "2 unreadable training samples were skipped" in caplog.text
