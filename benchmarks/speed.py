@@ -1,9 +1,16 @@
-"""Forward speed and peak memory of a preset: eager / compiled / onnxruntime, fp32 and bf16.
+"""Forward speed and peak memory of a preset: eager / compiled / onnxruntime; fp32, bf16, fp16, int8, auto.
 
 Each measurement runs in a fresh subprocess (so peak memory is its own), times the median of several
-forwards after warm-up, and reports GFLOP/s against the matrix-multiply peak measured in the same run.
+forwards after warm-up, and reports GFLOP/s against the matrix-multiply peaks (fp32 and bf16) measured in
+the same process: "of peak" against the peak of the row's own precision, "of best" against the better of
+the two. ``--clock cpu`` times in process CPU time instead of wall-clock time: with ``--threads 1`` that
+is independent of other processes competing for the cores. ``int8`` is dynamic int8 quantisation of the
+Linear layers (``torch.ao.quantization.quantize_dynamic``; activations stay fp32); ``auto`` is what
+``predict`` picks on this machine. Then the accuracy of each precision against fp32: a tiled prediction of
+the full-size Middlebury Motorcycle pair (scikit-image's copy, with its ground truth) by the bundled model.
 
     python benchmarks/speed.py --preset vitb_basedec --size 352 704
+    python benchmarks/speed.py --preset vitb_basedec --precision fp32,bf16,int8,auto --threads 1 --clock cpu
     python benchmarks/speed.py --preset vitb_basedec --size 352 704 --tiled 375 1242 --precision bf16
     python benchmarks/speed.py --preset vitb_basedec --device cuda --backends eager,compiled --markdown
 """
@@ -13,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -71,10 +77,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+def clock_function(clock: str):
+    """time.perf_counter (wall) or time.process_time (CPU time of all this process's threads)."""
+    return time.process_time if clock == "cpu" else time.perf_counter
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5, clock: str = "wall") -> float:
     """Achieved GFLOP/s of an n x n x n matrix product (this machine's practical peak)."""
     if device.type == "cuda":
         n = 8192
+    now = clock_function(clock)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
@@ -82,10 +94,10 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: i
     sync(device)
     times = []
     for _ in range(reps):
-        t = time.perf_counter()
+        t = now()
         a @ b
         sync(device)
-        times.append(time.perf_counter() - t)
+        times.append(now() - t)
     return 2 * n**3 / min(times) / 1e9
 
 
@@ -107,8 +119,29 @@ def count_flops(model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor)
     return counter.get_total_flops() / 1e9
 
 
-def build_runner(spec: dict, model: torch.nn.Module, device: torch.device):
-    """A callable doing one forward for the requested backend."""
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with dynamic int8 Linear layers (int8 weights, activations quantised per call)."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def resolved_precision(spec: dict, device: torch.device) -> str:
+    """The row's precision with "auto" resolved as ``predict`` does on this machine."""
+    from madis_stereo.inference.precision import resolve_precision
+
+    if spec["precision"] != "auto":
+        return spec["precision"]
+    choice = resolve_precision("auto", device)
+    print(f"# auto: {choice.reason}", file=sys.stderr, flush=True)
+    return choice.precision
+
+
+def build_runner(spec: dict, model: torch.nn.Module, device: torch.device, precision: str):
+    """A callable doing one forward for the requested backend and (resolved) precision."""
+    from madis_stereo.inference.precision import autocast
     from madis_stereo.inference.tiling import tiled_predict
 
     h, w = spec["size"]
@@ -127,14 +160,16 @@ def build_runner(spec: dict, model: torch.nn.Module, device: torch.device):
         net = torch.compile(model)
     else:
         net = model
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=spec["precision"] == "bf16")
+    if precision == "int8":
+        net = quantize_int8(net)
+    amp = autocast("fp32" if precision == "int8" else precision, device)
     tiled = spec.get("tiled")
     if tiled:  # the large pair is made once, outside the timed call
         big_l = torch.randn(1, 3, *tiled, generator=g).to(device)
         big_r = big_l.roll(-8, dims=-1)
 
     def run():
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), amp:
             if tiled:
                 return tiled_predict(net, big_l, big_r, crop=(h, w), overlap=spec.get("overlap", 0.7),
                                      tile_batch=spec.get("tile_batch", 1))[0]
@@ -156,12 +191,12 @@ def load_benchmark_model(spec: dict, device: torch.device) -> torch.nn.Module:
 def worker(spec: dict) -> dict:
     """One measurement in this process; returns a result row."""
 
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
+    now = clock_function(spec.get("clock", "wall"))
     base_rss = PeakRSS.current()
     model = load_benchmark_model(spec, device)
-    run, left, right = build_runner(spec, model, device)
+    precision = resolved_precision(spec, device)
+    run, left, right = build_runner(spec, model, device, precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with PeakRSS() as rss:
@@ -170,45 +205,60 @@ def worker(spec: dict) -> dict:
         sync(device)
         times = []
         for _ in range(spec["runs"]):
-            t = time.perf_counter()
+            t = now()
             run()
             sync(device)
-            times.append(time.perf_counter() - t)
+            times.append(now() - t)
     flops = count_flops(model, left, right) if not spec.get("tiled") else float("nan")
-    dtype = torch.bfloat16 if spec["precision"] == "bf16" else torch.float32
-    peak = matmul_peak(device, dtype)
+    peaks = {name: matmul_peak(device, dtype, clock=spec.get("clock", "wall"))
+             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    if precision == "fp16" and device.type == "cuda":
+        peaks["fp16"] = matmul_peak(device, torch.float16)
+    own = peaks.get(precision, float("nan"))
+    best = max(peaks.values())
     seconds = statistics.median(times)
+    label = f"auto={precision}" if spec["precision"] == "auto" else precision
     row = {
         "preset": spec["preset"], "size": "x".join(map(str, spec.get("tiled") or spec["size"])),
-        "precision": spec["precision"], "backend": spec["backend"] + (" tiled" if spec.get("tiled") else ""),
-        "seconds": seconds, "gflop": flops, "gflops": flops / seconds, "matmul_peak_gflops": peak,
-        "peak_fraction": flops / seconds / peak,
+        "precision": label, "backend": spec["backend"] + (" tiled" if spec.get("tiled") else ""),
+        "seconds": seconds, "min_seconds": min(times), "max_seconds": max(times), "clock": spec.get("clock", "wall"),
+        "gflop": flops, "gflops": flops / seconds, "matmul_peak_gflops": own, "best_peak_gflops": best,
+        "fp32_peak": peaks["fp32"], "bf16_peak": peaks["bf16"],
+        "peak_fraction": flops / seconds / own, "best_fraction": flops / seconds / best,
         "peak_mem_gb": (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak) / 2**30,
         "rss_before_gb": base_rss / 2**30,
     }
     return row
 
 
-def disparity_difference(spec: dict) -> float:
-    """Mean |bf16 - fp32| disparity (px) of one forward on the Middlebury Motorcycle pair (resized)."""
+def precision_accuracy(spec: dict) -> dict:
+    """Disparities of the full-size Motorcycle pair (tiled) in each precision, against fp32 and the GT.
+
+    Runs ``spec["checkpoint"]`` or the bundled model through :class:`~madis_stereo.Predictor`; ``int8`` is
+    the quantised copy in fp32 autocast. Returns per precision: mean and max |d - d_fp32| (px), EPE and
+    bad-2 (%) against the ground truth, and the CPU seconds of the prediction.
+    """
     import skimage.data
 
-    from madis_stereo.model.preprocess import normalize
+    import madis_stereo as ms
 
     device = torch.device(spec["device"])
-    model = load_benchmark_model(spec, device)
-    h, w = spec["size"]
-    left, right, _ = skimage.data.stereo_motorcycle()
-    tensors = []
-    for img in (left, right):
-        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
-        t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
-        tensors.append(normalize(t).to(device))
-    with torch.inference_mode():
-        fp32 = model(*tensors).disparity.float()
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            bf16 = model(*tensors).disparity.float()
-    return float((bf16 - fp32).abs().mean())
+    model = ms.load_model(spec["checkpoint"]) if spec.get("checkpoint") else ms.load_default_model()
+    left, right, gt = skimage.data.stereo_motorcycle()
+    results, disparities = {}, {}
+    for precision in ["fp32"] + [p for p in spec["precisions"] if p != "fp32"]:
+        net, resolved = model, resolved_precision({"precision": precision}, device)
+        if resolved == "int8":
+            net, resolved = quantize_int8(model), "fp32"
+        predictor = ms.Predictor(net, device=device, precision=resolved)
+        started = time.process_time()
+        disparities[precision] = predictor(left, right).disparity
+        seconds = time.process_time() - started
+        diff = np.abs(disparities[precision] - disparities["fp32"])
+        metrics = ms.stereo_metrics(disparities[precision], gt)
+        results[precision] = {"mean_diff": float(diff.mean()), "max_diff": float(diff.max()),
+                              "epe": metrics["epe"], "bad_2": metrics["bad_2"], "cpu_seconds": seconds}
+    return {"accuracy": results, "image": f"{left.shape[0]}x{left.shape[1]}"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,22 +278,11 @@ def run_subprocess(spec: dict) -> dict:
     return json.loads(lines[-1])
 
 
-def format_rows(rows: list[dict], markdown: bool) -> str:
-    cols = [("preset", "preset"), ("size", "size"), ("precision", "precision"), ("backend", "backend"),
-            ("seconds", "s"), ("gflop", "GFLOP"), ("gflops", "GFLOP/s"), ("peak_fraction", "of peak"),
-            ("matmul_peak_gflops", "matmul peak"), ("peak_mem_gb", "peak mem GB")]
-    table = [[h for _, h in cols]]
-    for r in rows:
-        if "error" in r:
-            table.append([r["preset"], "", r["precision"], r["backend"], f"error: {r['error'][:60]}"] + [""] * 5)
-            continue
-        table.append([
-            r["preset"], r["size"], r["precision"], r["backend"], f"{r['seconds']:.3f}",
-            "" if r["gflop"] != r["gflop"] else f"{r['gflop']:.0f}",
-            "" if r["gflops"] != r["gflops"] else f"{r['gflops']:.0f}",
-            "" if r["peak_fraction"] != r["peak_fraction"] else f"{100 * r['peak_fraction']:.0f}%",
-            f"{r['matmul_peak_gflops']:.0f}", f"{r['peak_mem_gb']:.2f}",
-        ])
+def _number(value: float, fmt: str) -> str:
+    return "" if value != value else format(value, fmt)  # NaN (not measured) -> empty cell
+
+
+def render_table(table: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(row) + " |" for row in table]
         lines.insert(1, "|" + "---|" * len(table[0]))
@@ -252,16 +291,42 @@ def format_rows(rows: list[dict], markdown: bool) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in table)
 
 
+def format_rows(rows: list[dict], markdown: bool) -> str:
+    heads = ["preset", "size", "precision", "backend", "s", "min-max s", "GFLOP", "GFLOP/s", "of peak", "of best",
+             "fp32 / bf16 peak", "peak mem GB"]
+    table = [heads]
+    for r in rows:
+        if "error" in r:
+            table.append([r["preset"], "", r["precision"], r["backend"], f"error: {r['error'][:60]}"]
+                         + [""] * (len(heads) - 5))
+            continue
+        table.append([
+            r["preset"], r["size"], r["precision"], r["backend"], f"{r['seconds']:.3f}",
+            f"{r['min_seconds']:.2f}-{r['max_seconds']:.2f}", _number(r["gflop"], ".0f"), _number(r["gflops"], ".0f"),
+            _number(100 * r["peak_fraction"], ".0f") + "%" * (r["peak_fraction"] == r["peak_fraction"]),
+            _number(100 * r["best_fraction"], ".0f") + "%" * (r["best_fraction"] == r["best_fraction"]),
+            f"{r['fp32_peak']:.0f} / {r['bf16_peak']:.0f}" if "fp32_peak" in r else f"{r['matmul_peak_gflops']:.0f}",
+            f"{r['peak_mem_gb']:.2f}",
+        ])
+    return render_table(table, markdown)
+
+
+def format_accuracy(result: dict, markdown: bool) -> str:
+    table = [["precision", "mean abs(d - d_fp32) px", "max px", "EPE px", "bad-2 %", "CPU s"]]
+    for name, r in result["accuracy"].items():
+        table.append([name, f"{r['mean_diff']:.4f}", f"{r['max_diff']:.3f}", f"{r['epe']:.3f}", f"{r['bad_2']:.2f}",
+                      f"{r['cpu_seconds']:.1f}"])
+    return render_table(table, markdown)
+
+
 def machine_line(device: str) -> str:
+    from madis_stereo.inference.precision import cpu_model
+
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
+    load = ", load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
+    return (f"{cpu_model()}, {os.cpu_count()} cores{load}, torch {torch.__version__}, "
+            f"{torch.backends.cpu.get_cpu_capability()}")
 
 
 def main() -> None:
@@ -273,20 +338,25 @@ def main() -> None:
                         help="also time tiled inference of an H x W image (windows of --size)")
     parser.add_argument("--tile-batch", type=int, default=1)
     parser.add_argument("--overlap", type=float, default=0.7, help="tile overlap for --tiled (default 0.7)")
-    parser.add_argument("--precision", default="fp32,bf16")
+    parser.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16, fp16, int8, auto")
     parser.add_argument("--backends", default="eager", help="comma list of eager, compiled, onnxruntime")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--no-diff", action="store_true", help="skip the bf16-vs-fp32 disparity difference")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time in wall-clock or process CPU time (cpu: load-independent with --threads 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="measure every row this many times (in turn)")
+    parser.add_argument("--no-diff", action="store_true", help="skip the accuracy of each precision against fp32")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
-        result = {"diff": disparity_difference(spec)} if spec.get("diff") else worker(spec)
+        if spec.get("threads"):
+            torch.set_num_threads(spec["threads"])
+        result = precision_accuracy(spec) if spec.get("accuracy") else worker(spec)
         print(json.dumps(result), flush=True)
         return
     import tempfile
@@ -294,28 +364,32 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="madis_speed_")
     base = {"preset": args.preset, "checkpoint": args.checkpoint, "size": args.size, "device": args.device,
             "threads": args.threads, "runs": args.runs, "warmup": args.warmup, "workdir": workdir,
-            "tile_batch": args.tile_batch, "overlap": args.overlap}
+            "tile_batch": args.tile_batch, "overlap": args.overlap, "clock": args.clock}
+    precisions = args.precision.split(",")
     rows = []
-    for backend in args.backends.split(","):
-        for precision in args.precision.split(","):
-            if backend == "onnxruntime" and precision != "fp32":
-                continue
-            rows.append(run_subprocess({**base, "backend": backend, "precision": precision}))
-            print(f"# {rows[-1]}", file=sys.stderr, flush=True)
-            if args.tiled:
-                rows.append(run_subprocess({**base, "backend": backend, "precision": precision,
-                                            "tiled": args.tiled, "runs": max(1, args.runs // 2), "warmup": 1}))
+    for _ in range(args.repeat):
+        for backend in args.backends.split(","):
+            for precision in precisions:
+                if backend == "onnxruntime" and precision != "fp32":
+                    continue
+                rows.append(run_subprocess({**base, "backend": backend, "precision": precision}))
                 print(f"# {rows[-1]}", file=sys.stderr, flush=True)
-    print(f"# {machine_line(args.device)}; {time.strftime('%Y-%m-%d')}; median of {args.runs} runs after "
-          f"{args.warmup} warm-up")
+                if args.tiled:
+                    rows.append(run_subprocess({**base, "backend": backend, "precision": precision,
+                                                "tiled": args.tiled, "runs": max(1, args.runs // 2), "warmup": 1}))
+                    print(f"# {rows[-1]}", file=sys.stderr, flush=True)
+    threads = args.threads or torch.get_num_threads()
+    print(f"# {machine_line(args.device)}; {time.strftime('%Y-%m-%d %H:%M')}; {threads} threads; {args.clock} "
+          f"clock; median of {args.runs} runs after {args.warmup} warm-up")
     print(format_rows(rows, args.markdown))
     if not args.no_diff:
-        diff = run_subprocess({**base, "backend": "eager", "precision": "bf16", "diff": True})
-        if "diff" in diff:
-            print(f"\nmean |bf16 - fp32| disparity on the Motorcycle pair at {args.size[0]}x{args.size[1]}: "
-                  f"{diff['diff']:.4f} px")
+        result = run_subprocess({**base, "precision": "", "backend": "", "accuracy": True,
+                                 "precisions": precisions})
+        if "accuracy" in result:
+            print(f"\nMotorcycle pair ({result['image']}, tiled) with {args.checkpoint or 'the bundled model'}:")
+            print(format_accuracy(result, args.markdown))
         else:
-            print(f"\nbf16 vs fp32 difference failed: {diff.get('error')}")
+            print(f"\naccuracy run failed: {result.get('error')}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

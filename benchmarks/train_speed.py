@@ -29,7 +29,8 @@ from madis_stereo.training.distributed import DistEnv  # noqa: E402
 MADIS_HOOKS = {"vitb_basedec": [13, 16, 19, 23]}
 
 
-def make_engine(preset: str, madis: bool, amp: str, device: torch.device, crop: tuple[int, int]) -> Engine:
+def make_engine(preset: str, madis: bool, amp: str, device: torch.device, crop: tuple[int, int],
+                checkpointing: bool = False) -> Engine:
     model = {"preset": preset, "crop": list(crop)}
     if madis and preset in MADIS_HOOKS:
         model["dpt_hooks"] = MADIS_HOOKS[preset]
@@ -37,7 +38,8 @@ def make_engine(preset: str, madis: bool, amp: str, device: torch.device, crop: 
         arch = ms.ModelConfig.preset(preset)
         model["dpt_hooks"] = [arch.enc_depth + arch.dec_depth - 1 - i * (arch.dec_depth // 4) for i in (3, 2, 1, 0)]
     cfg = load_train_config({"model": model, "data": {"train": [{"name": "synthetic"}]},
-                             "madis": {"enabled": madis}, "optim": {"amp": amp}})
+                             "madis": {"enabled": madis},
+                             "optim": {"amp": amp, "activation_checkpointing": checkpointing}})
     torch.manual_seed(0)
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
     return Engine(ms.StereoModel(cfg.model.arch), cfg, env)
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--profile", action="store_true", help="phase breakdown and top operators of a MaDis step")
+    p.add_argument("--checkpointing", action="store_true", help="optim.activation_checkpointing (less memory)")
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args(argv)
     if args.threads:
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in args.modes.split(","):
         for precision in args.precisions.split(","):
             amp = "none" if precision == "fp32" else precision
-            engine = make_engine(args.preset, mode.startswith("madis"), amp, device, size)
+            engine = make_engine(args.preset, mode.startswith("madis"), amp, device, size, args.checkpointing)
             batch = make_batch(args.batch, size, dense=mode == "madis_dense")
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)

@@ -12,6 +12,10 @@ import torch
 # a clean clone runs the parity tests; MADIS_FIXTURES may point at another copy (e.g. ../shared/fixtures).
 FIXTURES = Path(os.environ.get("MADIS_FIXTURES", Path(__file__).parent / "fixtures"))
 
+# precision="auto" (the default of Predictor and the CLI) would pick bf16 or fp32 depending on this machine's
+# CPU; the suite runs in fp32 everywhere (CLI subprocesses inherit it). tests/test_precision.py covers auto.
+os.environ["MADIS_STEREO_PRECISION"] = "fp32"
+
 
 @pytest.fixture(scope="module")
 def one_thread():

@@ -135,6 +135,14 @@ def test_folders_globs_and_failures_keep_going(setup, tmp_path):
     assert f"{tmp_path / 'L' / 'f3.png'} + {tmp_path / 'R' / 'f3.png'}: " in errors[1]
     assert str(tmp_path / "L" / "f3.png") in errors[1].split(": ", 2)[2]  # the reader names the bad file
     assert "madis-stereo predict: 2 of 4 pair(s) failed:" in proc.stderr
+    # --batch: f0 and f1 go through the model together, the failures are the same
+    batched = tmp_path / "batched"
+    proc = cli("predict", tmp_path / "L", tmp_path / "R", "-o", batched, "--checkpoint", ckpt, "--device", "cpu",
+               "--format", "pfm", "--batch", "4")
+    assert proc.returncode == 1 and "madis-stereo predict: 2 of 4 pair(s) failed:" in proc.stderr
+    for name in ("f0.pfm", "f1.pfm"):
+        assert np.abs(data_io.read_pfm(batched / name) - data_io.read_pfm(out / name)).max() < 1e-4
+    assert sorted(p.name for p in batched.iterdir()) == ["f0.pfm", "f1.pfm"]
     # globs, quoted as the user would
     proc = cli("predict", str(tmp_path / "L" / "f[01].png"), str(tmp_path / "R" / "f[01].png"), "-o",
                    tmp_path / "globbed", "--checkpoint", ckpt, "--device", "cpu", "--format", "npy")

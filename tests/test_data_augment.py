@@ -1,27 +1,39 @@
-"""Augmentation keeps the geometry (x-scale, crop, flip), perturbs only the right view, jitters within bounds;
-the training wrapper is seeded by (seed, epoch, index) and collates."""
+"""CroCo-Stereo's augmentation: geometry kept (x-scale, crop, flip), only the right view perturbed, and every
+random branch checked statistically against the rules of METHOD.md section 4 (frequencies, ranges, shared vs
+own factors); jitters checked against PIL's own operations. The training wrapper is seeded by (seed, epoch,
+index) and collates."""
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from data_layouts import make_eth3d
+from PIL import Image, ImageEnhance
 
 from madis_stereo.data import (
+    JITTERS,
     AugmentConfig,
     Augmentor,
-    ColorParams,
     SyntheticConfig,
     SyntheticStereo,
-    apply_color,
+    adjust,
     build_dataset,
-    draw_color,
+    draw_color_plan,
 )
 from madis_stereo.training.data import TrainingDataset, worker_init_fn
 
-GEOMETRY_ONLY = dict(vflip_prob=0.0, right_perturb_prob=0.0, color_prob=0.0)
+NO_COLOR = dict(color_single_prob=1.0, jitter_prob=0.0)
+GEOMETRY_ONLY = dict(vflip_prob=0.0, right_perturb_prob=0.0, **NO_COLOR)
+N = 4000  # draws per statistical check; bounds are ~5 standard deviations (a false failure is ~1e-6)
+
+
+def assert_frequency(count: int, n: int, p: float) -> None:
+    sigma = math.sqrt(p * (1 - p) / n)
+    assert abs(count / n - p) <= 5 * sigma + 1e-9, (count / n, p)
 
 
 def _planar_pair(height=40, width=120, a=0.1, b=0.05, c=8.0):
@@ -52,7 +64,8 @@ def _warp_error(sample, disparity=None) -> np.ndarray:
 @pytest.mark.parametrize("scale", [0.8, 1.3])
 def test_disparity_follows_the_x_scale(scale):
     sample = _planar_pair()
-    cfg = AugmentConfig(crop=(32, 80), scale_x=(scale, scale), scale_prob=1.0, **GEOMETRY_ONLY)
+    log2 = math.log2(scale)
+    cfg = AugmentConfig(crop=(32, 80), scale_log2_small=(log2, log2), scale_prob=1.0, **GEOMETRY_ONLY)
     out = Augmentor(cfg)(sample, np.random.default_rng(0))
     assert out["left"].shape == (32, 80, 3) and out["disparity"].shape == (32, 80)
     error = _warp_error(out)
@@ -64,8 +77,7 @@ def test_disparity_follows_the_x_scale(scale):
 def test_augmented_synthetic_sample_still_matches():
     cfg_synthetic = SyntheticConfig(size=(64, 128), max_disparity=24.0, lighting=0.0, noise_std=0.0, blur_prob=0.0)
     sample = SyntheticStereo(cfg_synthetic)[2]
-    cfg = AugmentConfig(crop=(48, 96), scale_x=(0.8, 1.3), scale_prob=1.0, vflip_prob=0.5, right_perturb_prob=0.0,
-                        color_prob=0.0)
+    cfg = AugmentConfig(crop=(48, 96), scale_prob=1.0, vflip_prob=0.5, right_perturb_prob=0.0, **NO_COLOR)
     for seed in range(4):
         out = Augmentor(cfg)(sample, np.random.default_rng(seed))
         height, width = out["disparity"].shape
@@ -76,15 +88,48 @@ def test_augmented_synthetic_sample_still_matches():
         assert np.median(error) <= 3, seed
 
 
+def _x_factors(cfg: AugmentConfig, height: int, width: int, n: int) -> np.ndarray:
+    """The x factor each augmented sample got, read from a constant disparity of 4 px (nearest resize)."""
+    sample = {"left": np.zeros((height, width, 3), np.uint8), "right": np.zeros((height, width, 3), np.uint8),
+              "disparity": np.full((height, width), 4.0, np.float32), "name": "flat"}
+    return np.array([Augmentor(cfg)(sample, np.random.default_rng([5, i]))["disparity"][0, 0] / 4.0
+                     for i in range(n)])
+
+
+def test_scale_branch_frequency_and_log2_ranges():
+    cfg = AugmentConfig(crop=(16, 32), **GEOMETRY_ONLY)
+    small = np.log2(_x_factors(cfg, 24, 60, 1000))  # min side < 800: 2^U(0, 1) with probability 0.5
+    scaled = small[small != 0]
+    assert_frequency(len(scaled), len(small), 0.5)
+    assert scaled.min() >= 0 and scaled.max() <= 1 and scaled.min() < 0.05 and scaled.max() > 0.95
+    assert abs(np.median(scaled) - 0.5) < 0.1  # uniform in log2
+    large = np.log2(_x_factors(AugmentConfig(crop=(16, 32), large_threshold=20, **GEOMETRY_ONLY), 24, 60, 1000))
+    scaled = large[large != 0]  # "large" image: 2^U(-0.2, 0.4), can shrink
+    assert_frequency(len(scaled), len(large), 0.5)
+    assert scaled.min() >= -0.2 and scaled.max() <= 0.4 and scaled.min() < -0.17 and scaled.max() > 0.37
+    assert abs(np.mean(scaled < 0) - 1 / 3) < 0.1
+
+
+def test_scale_never_leaves_less_than_crop_plus_margin():
+    """Width 70, crop 64: the factor is at least 72/70, with or without the scale branch."""
+    cfg = AugmentConfig(crop=(16, 64), large_threshold=20, **GEOMETRY_ONLY)
+    factors = _x_factors(cfg, 24, 70, 1000)
+    least = 72 / 70
+    assert factors.min() == pytest.approx(least, rel=1e-6)
+    at_least = np.isclose(factors, least, rtol=1e-6)
+    # no scale branch (0.5), or 2^U(-0.2, 0.4) below the floor
+    assert_frequency(int(at_least.sum()), len(factors), 0.5 + 0.5 * (math.log2(least) + 0.2) / 0.6)
+
+
 def test_crops_and_flips_stay_aligned():
     height, width = 50, 300
     ys, xs = np.mgrid[0:height, 0:width]
     coded = np.stack([xs % 256, ys, xs // 256], axis=-1).astype(np.uint8)  # each pixel names its position
     sample = {"left": coded, "right": coded.copy(), "disparity": (xs + 1000 * ys).astype(np.float32),
               "nonocc": (xs + ys) % 3 == 0, "calib": {"baseline": 1.0}, "name": "coded"}
-    cfg = AugmentConfig(crop=(16, 40), scale_prob=0.0, vflip_prob=0.5, right_perturb_prob=0.0, color_prob=0.0)
-    corners, flips = set(), set()
-    for seed in range(20):
+    cfg = AugmentConfig(crop=(16, 40), scale_prob=0.0, vflip_prob=0.5, right_perturb_prob=0.0, **NO_COLOR)
+    corners, flips = set(), []
+    for seed in range(400):
         out = Augmentor(cfg)(sample, np.random.default_rng(seed))
         left = out["left"].astype(int)
         x, y = left[..., 0] + 256 * left[..., 2], left[..., 1]
@@ -93,57 +138,126 @@ def test_crops_and_flips_stay_aligned():
         np.testing.assert_array_equal(out["nonocc"], (x + y) % 3 == 0)
         assert np.all(np.diff(x, axis=1) == 1)  # never flipped horizontally (that would swap the views)
         corners.add((int(x[0, 0]), int(y[0, 0])))
-        flips.add(bool(y[1, 0] < y[0, 0]))
+        flips.append(bool(y[1, 0] < y[0, 0]))
         assert out["calib"] is None
-    assert len(corners) > 10 and flips == {True, False}
+    assert len(corners) > 100
+    assert_frequency(sum(flips), len(flips), 0.5)
 
 
-def test_right_perturbation_and_jitter_stay_within_bounds():
-    value = 100
-    flat = np.full((24, 32, 3), value, np.uint8)
-    sample = {"left": flat, "right": flat.copy(), "disparity": np.full((24, 32), 3.0, np.float32), "nonocc": None,
-              "name": "flat"}
-    cfg = AugmentConfig(crop=(16, 16), scale_prob=0.0, right_perturb_prob=1.0)
-    low = 255 * (value * cfg.brightness[0] / 255) ** cfg.gamma[1]
-    high = 255 * (min(255, value * cfg.brightness[1]) / 255) ** cfg.gamma[0]
-    differ = 0
-    for seed in range(40):
+def test_right_perturbation_frequency_zero_border_and_size():
+    """Right view only, p = 0.5; a shift of up to 2 px with a zero border; the left view and GT untouched."""
+    rows = np.repeat(np.linspace(40, 240, 48)[:, None], 64, axis=1)  # brightness encodes the row
+    image = np.repeat(rows[..., None], 3, axis=2).astype(np.uint8)
+    sample = {"left": image, "right": image.copy(), "disparity": np.full((48, 64), 3.0, np.float32), "name": "r"}
+    cfg = AugmentConfig(crop=(48, 64), scale_prob=0.0, vflip_prob=0.0, crop_margin=0, **NO_COLOR)
+    perturbed, black_edge, shifts = 0, 0, []
+    for seed in range(600):
         out = Augmentor(cfg)(sample, np.random.default_rng(seed))
-        for view in ("left", "right"):
-            assert out[view].min() == out[view].max()  # gray stays flat and gray (saturation/hue keep gray)
-            assert low - 1 <= out[view][0, 0, 0] <= high + 1
+        np.testing.assert_array_equal(out["left"], image)
+        np.testing.assert_array_equal(out["disparity"], 3.0)
+        if np.array_equal(out["right"], image):
+            continue
+        perturbed += 1
+        black_edge += int(out["right"][[0, -1], 32].min() < 30)  # shifted in from outside: zeros
+        middle = out["right"][10:-10, 32, 0].astype(float)
+        step = (240 - 40) / 47
+        shifts.append(float(np.mean((image[10:-10, 32, 0] - middle) / step)))
+    assert_frequency(perturbed, 600, 0.5)
+    assert black_edge > 0.3 * perturbed  # a zero border (a reflected border would never be black)
+    shifts = np.array(shifts)  # rows move by U(-2, 2) (+ at most 0.1 degree x 64 px of rotation)
+    assert np.abs(shifts).max() <= 2.2 and shifts.min() < -1.5 and shifts.max() > 1.5
+
+
+def _plans(cfg: AugmentConfig | None = None, n: int = N):
+    cfg = cfg or AugmentConfig()
+    rng = np.random.default_rng(11)
+    return [draw_color_plan(rng, cfg) for _ in range(n)]
+
+
+def test_colour_plan_branch_frequencies():
+    """One jitter with p = 0.5, else all five in a random order; each fires with p = 0.5."""
+    plans = _plans()
+    counts = np.bincount([len(p) for p in plans], minlength=6)
+    for k in range(6):  # P(k jitters fire) = 0.5 [k<=1] Binomial(1, .5)(k) + 0.5 Binomial(5, .5)(k)
+        expected = 0.5 * (0.5 if k <= 1 else 0.0) + 0.5 * math.comb(5, k) / 32
+        assert_frequency(int(counts[k]), len(plans), expected)
+    singles = [p[0].name for p in plans if len(p) == 1]
+    for name in JITTERS:  # the single jitter is chosen uniformly
+        assert_frequency(singles.count(name), len(singles), 0.2)
+    both = [[s.name for s in p] for p in plans if {"contrast", "saturation"} <= {s.name for s in p}]
+    first = sum(names.index("contrast") < names.index("saturation") for names in both)
+    assert_frequency(first, len(both), 0.5)  # a random order, not a fixed one
+
+
+def test_colour_factors_ranges_and_right_view_own_draws():
+    cfg = AugmentConfig()
+    steps = [s for p in _plans(cfg) for s in p]
+    own = [s for s in steps if s.right_own]
+    assert_frequency(len(own), len(steps), 0.5)  # the right view draws its own factor with p = 0.5
+    assert all(s.right == s.left for s in steps if not s.right_own)
+    ranges = {"contrast": (0.8, 1.2), "gamma": (0.7, 1.5), "brightness": (0.5, 2.0), "hue": (-0.1, 0.1),
+              "saturation": (0.8, 1.2)}
+    for name, (low, high) in ranges.items():
+        left = np.array([s.left for s in steps if s.name == name])
+        assert low <= left.min() and left.max() <= high
+        assert left.min() < low + 0.03 * (high - low) and left.max() > high - 0.03 * (high - low)
+        assert abs(left.mean() - (low + high) / 2) < 0.03 * (high - low)  # uniform
+        right = np.array([s.right for s in own if s.name == name])
+        low, high = (-0.8, 1.2) if name == "saturation" else (low, high)  # the public code's right-view range
+        assert low <= right.min() and right.max() <= high and right.min() < low + 0.05 * (high - low)
+        assert not np.array_equal(right, [s.left for s in own if s.name == name])
+    own_saturation = np.array([s.right for s in own if s.name == "saturation"])
+    assert_frequency(int((own_saturation < 0).sum()), len(own_saturation), 0.4)
+
+
+def test_colour_end_to_end_on_a_gray_image():
+    """On a flat gray image only brightness and gamma change anything (contrast, saturation, hue keep it), so
+    the rules fix P(left unchanged) = 0.5 (3/5 + 2/5 x 1/2) + 0.5 (1/2)^2 = 0.525 and P(right differs from
+    left) = 0.5 (2/5 x 1/2 x 1/2) + 0.5 (1 - (3/4)^2) = 0.26875."""
+    flat = np.full((8, 8, 3), 100, np.uint8)
+    sample = {"left": flat, "right": flat.copy(), "disparity": None, "name": "gray"}
+    cfg = AugmentConfig(crop=(8, 8), scale_prob=0.0, vflip_prob=0.0, right_perturb_prob=0.0, crop_margin=0)
+    unchanged = differ = 0
+    for seed in range(N):
+        out = Augmentor(cfg)(sample, np.random.default_rng([3, seed]))
+        assert out["left"].min() == out["left"].max() and out["right"].min() == out["right"].max()  # stays flat
+        unchanged += int(out["left"][0, 0, 0] == 100)
         differ += int(out["left"][0, 0, 0] != out["right"][0, 0, 0])
-        np.testing.assert_array_equal(out["disparity"], 3.0)  # GT untouched by the right-view perturbation
-    assert differ > 30  # asymmetric: drawn independently per view
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        p = draw_color(rng, cfg)
-        assert 0.5 <= p.brightness <= 2.0 and 0.8 <= p.contrast <= 1.2 and 0.8 <= p.saturation <= 1.2
-        assert -0.1 <= p.hue <= 0.1 and 0.7 <= p.gamma <= 1.5
+    assert_frequency(unchanged, N, 0.525)
+    assert_frequency(differ, N, 0.26875)
 
 
-def test_right_perturbation_is_small_rotation_and_vertical_shift():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
-    image = cv2.GaussianBlur(image, (0, 0), 2)
-    sample = {"left": image, "right": image.copy(), "disparity": np.zeros((64, 96), np.float32), "name": "x"}
-    cfg = AugmentConfig(crop=(64, 96), scale_prob=0.0, vflip_prob=0.0, right_perturb_prob=1.0, color_prob=0.0)
-    out = Augmentor(cfg)(sample, np.random.default_rng(3))
-    np.testing.assert_array_equal(out["left"], image)
-    shifted = [np.abs(np.roll(out["right"], -s, axis=0)[8:-8].astype(int) - image[8:-8]).mean() for s in range(-3, 4)]
-    assert min(shifted) < 3 and np.argmin(shifted) - 3 in (-2, -1, 0, 1, 2)
+def _pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image)
 
 
-def test_color_jitter_formulas():
-    gray = np.full((2, 2, 3), 64, np.uint8)
-    np.testing.assert_array_equal(apply_color(gray, ColorParams(brightness=2.0)), 128)
-    np.testing.assert_array_equal(apply_color(gray, ColorParams(gamma=2.0)), round(255 * (64 / 255) ** 2))
-    np.testing.assert_array_equal(apply_color(gray, ColorParams(saturation=1.2, hue=0.1)), 64)
-    red = np.zeros((1, 1, 3), np.uint8)
-    red[..., 0] = 200
-    shifted = apply_color(red, ColorParams(hue=0.1))
-    assert shifted[0, 0, 1] > 0 or shifted[0, 0, 2] > 0  # the hue moved away from pure red
-    assert apply_color(red, ColorParams(saturation=0.0)).std() < 1.5  # no chroma left: gray
+@pytest.mark.parametrize("factor", [0.0, 0.5, 1.3, 2.0])
+def test_jitters_match_pil_enhance(factor):
+    """Brightness, contrast and saturation are PIL's ImageEnhance (what torchvision runs on PIL images)."""
+    image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    for name, enhancer in (("brightness", ImageEnhance.Brightness), ("contrast", ImageEnhance.Contrast),
+                           ("saturation", ImageEnhance.Color)):
+        expected = np.asarray(enhancer(_pil(image)).enhance(factor)).astype(int)
+        assert np.abs(adjust(image, name, factor).astype(int) - expected).max() <= 1, name
+
+
+def test_negative_saturation_inverts_chroma_and_gamma_and_hue():
+    reddish = np.array([[[200, 100, 80]]], np.uint8)
+    gray = round((200 * 299 + 100 * 587 + 80 * 114) / 1000)
+    out = adjust(reddish, "saturation", -0.8)[0, 0].astype(int)  # the public code's right-view range allows it
+    assert out[0] < gray < out[1] and out[2] > gray  # red below gray now, green and blue above
+    dark = np.full((1, 1, 3), 64, np.uint8)
+    np.testing.assert_array_equal(adjust(dark, "gamma", 2.0), int(255.999 * (64 / 255) ** 2))
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    green = adjust(red, "hue", 1 / 3)  # a third of the colour circle: red -> green
+    assert green[..., 1].min() > 240 and green[..., 0].max() < 15 and green[..., 2].max() < 15
+    hsv = np.asarray(_pil(np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)).convert("HSV"))
+    rgb = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+    shifted = hsv.copy()
+    shifted[..., 0] = (hsv[..., 0].astype(int) + int(-0.07 * 255)) % 256
+    expected = np.asarray(Image.fromarray(shifted, "HSV").convert("RGB")).astype(int)
+    assert np.median(np.abs(adjust(rgb, "hue", -0.07).astype(int) - expected)) <= 2  # PIL's HSV shift
 
 
 def test_small_images_are_upscaled_and_reproducible():
@@ -154,7 +268,7 @@ def test_small_images_are_upscaled_and_reproducible():
     out = Augmentor(cfg)(sample, np.random.default_rng(1))
     assert out["left"].shape == (32, 64, 3) and out["nonocc"].all()
     finite = out["disparity"][np.isfinite(out["disparity"])]
-    np.testing.assert_allclose(finite, 5.0 * 64 / 30, rtol=1e-6)  # scaled with the x factor
+    np.testing.assert_allclose(finite, 5.0 * 72 / 30, rtol=1e-6)  # width to crop + 8, disparity scaled with x
     again = Augmentor(cfg)(sample, np.random.default_rng(1))
     for key in ("left", "right", "disparity"):
         np.testing.assert_array_equal(out[key], again[key])
@@ -163,11 +277,14 @@ def test_small_images_are_upscaled_and_reproducible():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="scale_x"):
-        AugmentConfig(scale_x=(1.5, 1.0))
+    with pytest.raises(ValueError, match="scale_log2_small"):
+        AugmentConfig(scale_log2_small=(1.5, 1.0))
     with pytest.raises(ValueError, match="vflip_prob"):
         AugmentConfig(vflip_prob=2.0)
-
+    with pytest.raises(ValueError, match="hue"):
+        AugmentConfig(hue=(-0.7, 0.1))
+    with pytest.raises(ValueError, match="unknown jitter"):
+        adjust(np.zeros((2, 2, 3), np.uint8), "sharpness", 1.0)
 
 # ------------------------------------------------------------------------------------------------
 # TrainingDataset

@@ -113,3 +113,20 @@ def test_compiled_predictor_matches_eager():
     eager = ms.Predictor(model)(left, right)
     compiled = ms.Predictor(model, compile=True)(left, right)
     assert np.abs(eager.disparity - compiled.disparity).max() < 1e-3
+
+
+def test_predict_batch_equals_one_pair_at_a_time():
+    model = ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128))).eval()
+    rng = np.random.default_rng(2)
+    pairs = [tuple(rng.integers(0, 255, (70, 150, 3), dtype=np.uint8) for _ in range(2)) for _ in range(3)]
+    predictor = ms.Predictor(model, tile_batch=2)
+    batched = predictor.predict_batch(pairs)
+    assert len(batched) == 3
+    for pair, got in zip(pairs, batched):
+        one = predictor(*pair)
+        assert np.abs(one.disparity - got.disparity).max() < 1e-4
+        assert np.abs(one.confidence - got.confidence).max() < 1e-4
+    assert predictor.predict_batch([]) == []
+    small = tuple(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8) for _ in range(2))
+    with pytest.raises(ms.InputError, match="one size, got 128x64, 150x70"):
+        predictor.predict_batch([pairs[0], small])

@@ -83,11 +83,18 @@ def test_distillation_terms_share_one_pass_with_gt_loss(pixels):
     torch.testing.assert_close(grad_on_gt, torch.autograd.grad(gt_loss(d, c, gt), d)[0])
 
 
-def test_pseudo_labels_carry_no_gradient(pixels):
+def test_pseudo_labels_receive_gradient_only_where_gt_is_missing(pixels):
+    """The public MaDis code does not detach the pseudo labels: they get the mirror of the prediction's
+    gradient (|t - d| is symmetric) on GT-less pixels, and nothing where GT is finite."""
     d, c, gt, pseudo = pixels
     pseudo = pseudo.clone().requires_grad_()
-    distillation_loss(d, c, gt, pseudo).backward()
-    assert pseudo.grad is None
+    on_gt, on_pseudo = distillation_terms(d, c, gt, pseudo)
+    grad_d = torch.autograd.grad(on_pseudo, d, retain_graph=True)[0]
+    (on_gt + on_pseudo).backward()
+    missing = ~torch.isfinite(gt)
+    assert missing.any() and (~missing).any()
+    assert (pseudo.grad[~missing] == 0).all() and (pseudo.grad[missing] != 0).all()
+    torch.testing.assert_close(pseudo.grad[missing], -grad_d[missing])
 
 
 def test_all_valid_gt_distillation_equals_gt_loss(pixels):

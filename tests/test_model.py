@@ -9,6 +9,7 @@ import torch
 
 import madis_stereo as ms
 from madis_stereo.errors import ConfigError
+from madis_stereo.model import blocks
 from madis_stereo.model.checkpoint import from_croco_state_dict, to_croco_state_dict
 from madis_stereo.model.config import ModelConfig, default_hooks
 from madis_stereo.model.masking import random_masks
@@ -190,6 +191,24 @@ def test_attention_capture_matches_sdpa_and_rows_sum_to_one(tiny):
     for _, _, sums in calls:
         assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
     assert all(m.hook is None for m in tiny.modules() if hasattr(m, "hook"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_half_precision_attention_matches_sdpa(monkeypatch, dtype):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 40, 16, generator=g)
+    k, v = torch.randn(2, 3, 56, 16, generator=g), torch.randn(2, 3, 56, 16, generator=g)  # Nq != Nk
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    monkeypatch.setattr(blocks, "QUERY_BLOCK", 16)  # 40 queries: blocks of 16, 16 and 8
+    calls = []
+    blocked = blocks._blocked_attention
+    monkeypatch.setattr(blocks, "_blocked_attention", lambda *a: calls.append(1) or blocked(*a))
+    with torch.inference_mode():
+        got = blocks.attention(q.to(dtype), k.to(dtype), v.to(dtype))
+    assert calls and got.dtype == dtype and got.shape == ref.shape
+    assert (got.float() - ref).abs().max() < 2e-2
+    # fp32 and anything that needs gradients keep scaled_dot_product_attention (bit-identical)
+    assert torch.equal(blocks.attention(q, k, v), ref) and len(calls) == 1
 
 
 def test_rope_depends_only_on_relative_position():

@@ -72,3 +72,25 @@ def test_pretrain_reconstruction_matches_croco(croco_dir):
     from madis_stereo.model.network import patchify
 
     assert np.abs(patchify(left).numpy() - io["target"]).max() == 0.0
+
+
+def test_pretrain_reconstruction_at_80x80_matches_croco(croco_dir):
+    """CroCo's pretraining network takes any multiple of the patch size (80 = 5 patches); so does ours: the
+    DPT head (multiples of 32) is skipped, and the reconstruction matches CroCo's on a batch of 2 with
+    different masks per image."""
+    io = np.load(croco_dir / "croco_pretrain_tiny_80_io.npz")
+    model = ms.load_model(croco_dir / "croco_pretrain_tiny.pth")
+    left, right, mask = (torch.from_numpy(io[k]) for k in ("left", "right", "mask"))
+    assert left.shape[-2:] == (80, 80) and mask.shape == (2, 25)
+    with torch.no_grad():
+        out = model.forward_masked(left, right, mask)
+    assert out.disparity is None and out.confidence is None  # 80 is not a multiple of 32
+    assert out.recon_left.shape == io["recon"].shape
+    assert np.abs(out.recon_left.numpy() - io["recon"]).max() <= TOL
+    from madis_stereo.model.network import patchify
+
+    assert np.abs(patchify(left).numpy() - io["target"]).max() == 0.0
+    with pytest.raises(ms.InputError, match="80x80 is not a multiple of 32"):
+        model.forward_masked(left, right, mask, disparity=True)
+    with pytest.raises(ms.InputError, match="80x72 is not a multiple of 16"):
+        model.forward_masked(left[..., :72], right[..., :72], mask)

@@ -147,7 +147,7 @@ def test_atlas_refresh_changes_the_textures_not_the_geometry():
 
 def test_device_augmentation_matches_the_cpu_augmentor():
     """Same draws, same formulas: flip and GT exact, colour and the right-view perturbation within rounding."""
-    cfg = AugmentConfig(crop=(48, 96), scale_prob=0.0)
+    cfg = AugmentConfig(crop=(48, 96), scale_prob=0.0, crop_margin=0, color_single_prob=0.0, jitter_prob=0.9)
     batch = DeviceRenderer(dataclasses.replace(PLAIN, lighting=1.0), 4).batch(1)
     out = DeviceAugment(cfg)(batch, np.random.default_rng(5))
     rng = np.random.default_rng(5)
@@ -160,7 +160,7 @@ def test_device_augmentation_matches_the_cpu_augmentor():
         np.testing.assert_array_equal(out["disparity"][i, 0].numpy(), ref["disparity"])
         flipped += not np.array_equal(ref["disparity"], sample["disparity"])
         for key in ("left", "right"):
-            error = np.abs(_image(out[key][i]).astype(int) - ref[key])[2:-2, 2:-2]  # borders: mirror conventions
+            error = np.abs(_image(out[key][i]).astype(int) - ref[key])[3:-3, 3:-3]  # borders: interpolation at the edge
             assert error.mean() < 0.8 and np.percentile(error, 99.9) <= 3, (i, key, error.mean(), error.max())
             changed += np.abs(ref[key].astype(int) - sample[key]).mean() > 3
     assert flipped and changed  # something happened

@@ -76,18 +76,17 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
     args = [*SMALL_SETS, "--recipe", str(recipe), "--weights", str(package), "--state-dir", str(state),
             "--results", str(results)]
     # first call: the command line of the prepared command (scripts/gpu_session.sh, tested below), with a
-    # device renderer that fails: the session trains on with the CPU renderer in DataLoader workers
-    from madis_stereo.training import trainer
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("CUDA error: no kernel image is available")
-
-    monkeypatch.setattr(trainer, "build_device_batches", broken)
+    # device renderer whose training process dies at its third batch (as on a fatal CUDA error): the session
+    # trains on with the CPU renderer in DataLoader workers
+    monkeypatch.setenv(S.FAULT_ENV, "crash@2")
     out1 = tmp_path / "out1"
     # (max_steps ends these runs before their time budget: the same steps on a busy or an idle CPU)
-    assert S.main(["run", "--out", str(out1), "--deadline-s", "60", *args, "optim.max_steps=12"]) == 0
+    assert S.main(["run", "--out", str(out1), "--deadline-s", "90", *args, "optim.max_steps=12"]) == 0
     first = json.loads((out1 / "session.json").read_text())
-    assert first["renderer"] == "cpu" and "no kernel image" in first["fallback"]
+    assert first["renderer"] == "cpu" and first["fallback"] == "killed by SIGABRT", first["attempts"]
+    steps = [(a["renderer"], a["ok"], a["steps"]) for a in first["attempts"]]
+    assert steps == [("device", False, 2), ("cpu", True, 12)]
+    assert first["status"] == "done" and first["attempts"][1]["pairs_per_s"] > 0
     monkeypatch.undo()
     assert first["kept"] and first["reason"].startswith("better on both"), first["reason"]
     assert first["session"] == 1 and first["steps"] == 12 and first["pairs_run"] == 48
@@ -104,7 +103,7 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
 
     # second call on the same machine: continues from the kept weights; lr 0 cannot improve them
     out2 = tmp_path / "out2"
-    second = S.run_session(out2, recipe, ["optim.lr=0", "optim.max_steps=4"], deadline_s=60, package=package,
+    second = S.run_session(out2, recipe, ["optim.lr=0", "optim.max_steps=4"], deadline_s=90, package=package,
                            state_dir=state, heldout=3, motorcycle_scale=0.1, results=None, reserve_s=1)
     assert second["session"] == 2 and second["start_sha256"] == first["weights_sha256"]
     assert second["renderer"] == "device" and second["fallback"] is None
@@ -146,3 +145,33 @@ def test_the_prepared_command_runs_a_session(tmp_path):
     record = json.loads((out / "session.json").read_text())
     assert record["kept"] and len(list(out.glob("default.part*.safetensors"))) == S.SHARDS
     assert len(list(out.iterdir())) <= 8  # the device returns at most 8 files
+
+
+@pytest.mark.slow
+def test_a_hung_or_out_of_memory_device_renderer_falls_back_and_the_record_says_so(tmp_path, monkeypatch):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    package = tiny_package(tmp_path / "package.safetensors", 0)
+    common = dict(package=package, heldout=3, motorcycle_scale=0.1, results=None, reserve_s=1)
+    # hangs at its fourth batch, after a checkpoint at step 2: killed by the watchdog; the CPU renderer
+    # continues from that checkpoint, so the steps add up
+    monkeypatch.setenv(S.FAULT_ENV, "hang@3")
+    hung = S.run_session(tmp_path / "out1", recipe, ["optim.max_steps=5", "run.ckpt_every=2"], deadline_s=120,
+                         state_dir=tmp_path / "s1", stall_s=6, **common)
+    device, cpu = hung["attempts"]
+    assert device["error"].startswith("hung: no new step for 6 s (after step 3)") and device["checkpoint_step"] == 2
+    assert cpu["ok"] and cpu["init"].endswith("salvaged.safetensors") and cpu["steps"] == 5
+    assert hung["renderer"] == "cpu" and hung["steps"] == 7 and hung["fallback"] == device["error"]
+    # out of memory at the first batch: the child reports the error; the fallback starts from the start weights
+    monkeypatch.setenv(S.FAULT_ENV, "oom@0")
+    oom = S.run_session(tmp_path / "out2", recipe, ["optim.max_steps=3"], deadline_s=120, state_dir=tmp_path / "s2",
+                        **common)
+    assert oom["fallback"].startswith("OutOfMemoryError: CUDA out of memory") and oom["steps"] == 3
+    assert oom["attempts"][1]["init"] == str(package) and oom["status"] == "done"
+    # a session that cannot train at all still leaves a record that says why
+    monkeypatch.setenv(S.FAULT_ENV, "bogus")
+    with pytest.raises(ConfigError):
+        S.run_session(tmp_path / "out3", tmp_path / "missing.yaml", deadline_s=60, state_dir=tmp_path / "s3",
+                      **common)
+    failed = json.loads((tmp_path / "out3" / "session.json").read_text())
+    assert failed["status"] == "failed" and "recipe not found" in failed["error"] and not failed["kept"]

@@ -21,7 +21,7 @@ def pair():
 
 def test_teacher_starts_as_a_frozen_copy_of_the_student():
     student = tiny_student()
-    teacher = EMATeacher(student, momentum=0.9)
+    teacher = EMATeacher(student, momentum=0.9, scope="full")
     for (name, s), t in zip(student.named_parameters(), teacher.model.parameters()):
         assert torch.equal(s, t), name
         assert t.data_ptr() != s.data_ptr()
@@ -31,7 +31,7 @@ def test_teacher_starts_as_a_frozen_copy_of_the_student():
 
 def test_ema_update_arithmetic():
     student = tiny_student()
-    teacher = EMATeacher(student, momentum=0.9)
+    teacher = EMATeacher(student, momentum=0.9, scope="full")
     before = {n: p.detach().clone() for n, p in student.named_parameters()}
     with torch.no_grad():
         for p in student.parameters():
@@ -46,7 +46,7 @@ def test_ema_update_arithmetic():
 
 def test_momentum_one_freezes_and_zero_copies():
     student = tiny_student()
-    frozen, copier = EMATeacher(student, momentum=1.0), EMATeacher(student, momentum=0.0)
+    frozen, copier = EMATeacher(student, momentum=1.0, scope="full"), EMATeacher(student, momentum=0.0, scope="full")
     init = [p.detach().clone() for p in student.parameters()]
     with torch.no_grad():
         for p in student.parameters():
@@ -80,7 +80,7 @@ def test_encoder_scope_averages_only_the_encoder_and_decodes_with_the_student():
 
 def test_full_scope_pseudo_labels_are_the_teacher_network_output_without_gradient():
     student = tiny_student()
-    teacher = EMATeacher(student, momentum=0.9)
+    teacher = EMATeacher(student, momentum=0.9, scope="full")
     with torch.no_grad():
         for p in student.parameters():
             p.add_(0.01)
@@ -95,12 +95,12 @@ def test_full_scope_pseudo_labels_are_the_teacher_network_output_without_gradien
 
 def test_state_round_trip_and_mismatch():
     student = tiny_student()
-    a = EMATeacher(student, momentum=0.9)
+    a = EMATeacher(student, momentum=0.9, scope="full")
     with torch.no_grad():
         for p in student.parameters():
             p.add_(1.0)
     a.update(student)
-    b = EMATeacher(tiny_student(seed=1), momentum=0.9)
+    b = EMATeacher(tiny_student(seed=1), momentum=0.9, scope="full")
     b.load_state_dict(a.state_dict())
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(pa, pb)

@@ -135,8 +135,8 @@ def test_total_is_the_weighted_sum_of_the_terms():
 def test_teacher_runs_only_when_some_gt_is_missing(monkeypatch):
     engine = engine_for()
     calls = []
-    real = engine.teacher.pseudo_labels
-    monkeypatch.setattr(engine.teacher, "pseudo_labels", lambda *a: calls.append(1) or real(*a))
+    real = engine.teacher.encode
+    monkeypatch.setattr(engine.teacher, "encode", lambda *a: calls.append(1) or real(*a))
     sparse = batch_of(ToyStereo(2))
     dense = dict(sparse, disparity=torch.nan_to_num(sparse["disparity"], posinf=3.0))
     with torch.no_grad():
@@ -144,6 +144,80 @@ def test_teacher_runs_only_when_some_gt_is_missing(monkeypatch):
         assert calls == [] and t["pseudo"] == 0  # no GT-less pixel: the pseudo-label term is exactly 0
         t = engine.losses(sparse, step=0)
         assert calls == [1] and t["pseudo"] > 0
+
+
+def distill_grads(**teacher) -> tuple[Engine, dict[str, torch.Tensor]]:
+    """Gradients of the distillation term alone (other weights 0) on a sparse-GT toy batch, step 0."""
+    engine = engine_for(madis={"weights": {"gt": 0.0, "distill": 1.0, "recon_left": 0.0, "recon_right": 0.0}},
+                        teacher=teacher)
+    engine.losses(batch_of(ToyStereo(2)), step=0)["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in engine.model.named_parameters() if p.grad is not None}
+    assert all(p.grad is None for p in engine.teacher.model.parameters())  # the teacher never learns by gradient
+    return engine, grads
+
+
+def group(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_public_code_teacher_trains_the_student_decoder_and_head_through_the_pseudo_labels():
+    engine, public = distill_grads()  # the default: scope encoder, detach false
+    assert engine.teacher.scope == "encoder" and engine.teacher.labels_carry_gradient
+    _, detached = distill_grads(detach=True)
+    assert set(public) == set(detached)
+    # the pseudo-label path adds gradient exactly where the student decodes the teacher's (unmasked) features
+    changed = {group(n) for n in public if not torch.allclose(public[n], detached[n], atol=1e-12, rtol=0)}
+    assert changed == {"decoder_embed", "dec_blocks", "dec_norm", "head"}
+    for name in public:
+        if group(name) in ("patch_embed", "enc_blocks", "enc_norm", "mask_token", "recon_head"):
+            assert torch.equal(public[name], detached[name]), name
+
+
+def test_detached_and_full_teachers_send_no_gradient_through_the_labels():
+    _, detached = distill_grads(detach=True)
+    _, full = distill_grads(scope="full")
+    # at step 0 the full teacher is an exact copy of the student, so its constant labels equal the detached
+    # ones: the same gradients, and none of them come from the label path
+    assert set(full) == set(detached)
+    assert all(torch.allclose(full[n], detached[n], atol=1e-7) for n in full)
+    # without finite-GT-free pixels there is no label path at all; with them, detaching changes the gradient
+    # only where the student's prediction d is trained (everything that feeds the masked forward)
+    assert {group(n) for n in detached} >= {"patch_embed", "enc_blocks", "decoder_embed", "dec_blocks", "head"}
+
+
+def test_teacher_labels_start_at_start_step_and_it_copies_the_student_until_then(monkeypatch):
+    engine = engine_for(teacher={"scope": "full", "start_step": 2})
+    calls = []
+    real = engine.teacher.encode
+    monkeypatch.setattr(engine.teacher, "encode", lambda *a: calls.append(1) or real(*a))
+    for step in range(3):
+        result = engine.step([batch_of(ToyStereo(2))], step=step, lr=1e-3)
+        assert not result.skipped
+        if step < 2:  # after steps 0 and 1 the teacher equals the student; its labels were not used
+            assert calls == []
+            assert all(torch.equal(t, s) for t, s in zip(engine.teacher.model.parameters(),
+                                                         engine.model.parameters()))
+    assert calls == [1]  # step 2 used the labels, and the EMA then started to lag
+    assert not all(torch.equal(t, s) for t, s in zip(engine.teacher.model.parameters(), engine.model.parameters()))
+
+
+def test_full_teacher_refuses_an_untrained_head(tmp_path):
+    from madis_stereo.errors import ConfigError
+    from madis_stereo.training import build_student
+
+    with pytest.raises(ConfigError, match="teacher.scope=full would distil from the untrained DPT head"):
+        build_student(load_train_config(toy_config(teacher={"scope": "full"})))
+    build_student(load_train_config(toy_config(teacher={"scope": "full", "start_step": 100})))
+    pretrain = ROOT / "tests" / "fixtures" / "croco" / "croco_pretrain_tiny.pth"
+    meta = ms.load_model(pretrain).config.to_dict()
+    model = {**meta, "crop": [64, 128], "dpt_hooks": [meta["enc_depth"] + i for i in range(meta["dec_depth"])][-4:],
+             "init": str(pretrain)}
+    with pytest.raises(ConfigError, match="no trained stereo head"):
+        build_student(load_train_config({**toy_config(teacher={"scope": "full"}), "model": model}))
+    # a trained stereo checkpoint may start a full teacher at once
+    stereo = tmp_path / "stereo.safetensors"
+    ms.save_model(ms.StereoModel(load_train_config(toy_config()).model.arch), stereo)
+    build_student(load_train_config(toy_config(teacher={"scope": "full"}, model={"init": str(stereo)})))
 
 
 def test_nonfinite_loss_skips_the_update_and_the_ema():
@@ -209,6 +283,29 @@ def test_gradient_accumulation_matches_one_big_batch():
     assert r1.losses["gt"] == pytest.approx(r2.losses["gt"], rel=1e-5)
     for a, b in zip(grads["one"], grads["two"]):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_activation_checkpointing_gives_the_same_step():
+    grads = {}
+    calls = []
+
+    def capture(name, engine):
+        params = [p for g in engine.optimizer.param_groups for p in g["params"]]
+        engine.optimizer.step = lambda *a, **k: grads.setdefault(name, [p.grad.clone() for p in params])
+
+    plain = engine_for()
+    recompute = engine_for(optim={"activation_checkpointing": True})
+    assert recompute.model.activation_checkpointing and not plain.model.activation_checkpointing
+    capture("plain", plain)
+    capture("recompute", recompute)
+    block = recompute.model.enc_blocks[0]
+    block.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    batch = batch_of(ToyStereo(2))
+    r1, r2 = plain.step([batch], 0, 1e-3), recompute.step([batch], 0, 1e-3)
+    assert r1.losses == pytest.approx(r2.losses, rel=1e-5)
+    for a, b in zip(grads["plain"], grads["recompute"]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert calls.count(True) == 2  # the student's block ran twice under autograd: forward and recomputation
 
 
 # --- the loop -------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def toy_config(**sections) -> dict:
         "model": {"preset": "tiny", "crop": [64, 128], "dpt_hooks": [4, 5, 6, 7]},
         "data": {"train": [{"name": "toy"}]},
         "madis": {"enabled": True, "mask_ratio": 0.4},
-        "teacher": {"scope": "full", "momentum": 0.9},
+        "teacher": {"momentum": 0.9},
         "optim": {"lr": 3e-4, "batch_size": 2, "max_steps": 12, "warmup_steps": 2},
         "run": {"seed": 0, "log_every": 1, "ckpt_every": 4, "keep_last": 2, "num_workers": 0, "device": "cpu"},
     }

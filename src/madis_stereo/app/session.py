@@ -11,13 +11,17 @@
    and on the full Motorcycle pair: bad-2 and EPE, with OpenCV SGBM alongside;
 3. trains the recipe (``configs/bundled_small.yaml``) from them for the time that is left, less what
    scoring and saving need; session ``n`` renders its training pairs with seed ``n`` and shuffles with
-   ``run.seed = n``, so no two sessions see the same pairs; if the device renderer fails, training starts
-   again with the CPU renderer in DataLoader workers (:data:`CPU_RENDERER`) for the time left;
+   ``run.seed = n``, so no two sessions see the same pairs. Training runs in a child process (a CUDA
+   fatal error, a crash or an out-of-memory kills only the child) watched for progress: no first step
+   within ``--first-step-s`` or no new step for ``--stall-s`` seconds counts as a hang and the child is
+   killed. If the device renderer fails, training continues with the CPU renderer in DataLoader workers
+   (:data:`CPU_RENDERER`) for the time left, from the failed run's last checkpoint when it left one;
 4. scores the result, rounded to fp16 as it would ship ("after");
 5. keeps it only when its bad-2 is lower on both sets: then writes it in :data:`SHARDS` files
    ``OUT/default.part{i}.safetensors`` (each under the device's 16 MiB per-file limit);
-6. writes ``OUT/session.json`` (the record), ``OUT/session.log``, ``OUT/metrics.jsonl`` (the loss curve,
-   thinned to about 10k lines) and ``OUT/config.yaml``, and appends the record to
+6. writes ``OUT/session.json`` (the record; a provisional one from the first minute on, updated at each
+   phase, and one that names the error when the session fails), ``OUT/session.log``,
+   ``OUT/metrics.jsonl`` (the loss curve, thinned to about 10k lines) and ``OUT/config.yaml``, and appends the record to
    ``benchmarks/results/bundled_sessions.jsonl``.
 
 ``adopt`` (after the device's files came back) joins the shards into the package's weights when the
@@ -33,7 +37,10 @@ import datetime
 import hashlib
 import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,14 +49,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from madis_stereo.errors import CheckpointError, ConfigError, TrainingError
+from madis_stereo.errors import CheckpointError, ConfigError, TrainingError, first_line
 from madis_stereo.model.checkpoint import default_model_path, load_model, read_metadata, read_weights, save_model
 from madis_stereo.utils.files import atomic_path, atomic_write_bytes
 
 __all__ = ["HELDOUT_SEED", "SHARDS", "adopt", "is_better", "join_shards", "lineage", "main", "run_session",
            "write_shards"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("madis_stereo.app.session")  # not __main__ under python -m: the script greps for it
 
 HELDOUT_SEED = 1_000_003  # the held-out synthetic pairs; session n trains on seed n (1, 2, 3, ...)
 FIRST_BURST_BATCH = 32  # the first bundled model predates session metadata; its batch (bundled_small_h200_config.yaml)
@@ -61,6 +68,13 @@ STATE_DIR = Path("/tmp/madis_session")
 SHARD_GLOB = "default.part*.safetensors"
 CPU_RENDERER = ["data.render_on_device=false"]  # the fallback when the device renderer fails
 RECORD_NAME = "session.json"
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+FIRST_STEP_S = 120.0  # a training child without a first step after this long (imports, CUDA, atlas, render) hangs
+STALL_S = 90.0  # ... or without a new step for this long
+EXIT_GRACE_S = 30.0  # a child still running this long after its time budget is killed
+CHILD_START_S = 10.0  # what a child spends before its trainer starts the budget clock (imports, CUDA, atlas)
+MIN_FALLBACK_S = 30.0  # the CPU-renderer fallback only starts with at least this much training time left
+FAULT_ENV = "MADIS_SESSION_FAULT"  # test hook: "crash@N", "hang@N" or "oom@N" breaks the device renderer at batch N
 
 
 # --- provenance -----------------------------------------------------------------------------------
@@ -214,104 +228,344 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = None, deadline_s: float = 540.0,
-                package: Path | None = None, state_dir: Path = STATE_DIR, heldout: int = 64,
-                motorcycle_scale: float = 1.0, results: Path | None = RESULTS,
-                reserve_s: float = 20.0) -> dict[str, Any]:
-    """One session (see the module docstring); returns its record."""
-    from madis_stereo.app.demo import MOTORCYCLE_MAX_DISPARITY, motorcycle
-    from madis_stereo.training.distributed import pick_device
+# --- training in a watched child process ---------------------------------------------------------
+@dataclasses.dataclass
+class Attempt:
+    """One training child: which renderer, from which weights, how it ended."""
+
+    renderer: str
+    init: str
+    ok: bool = False
+    steps: int = 0
+    seconds: float = 0.0
+    first_step_s: float | None = None
+    pairs_per_s: float | None = None
+    error: str | None = None
+    checkpoint: str | None = None  # the last checkpoint it left (the final one when ok)
+    checkpoint_step: int = 0
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of a training child: this package first on its path, one thread per process."""
+    src = str(Path(__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p),
+            "PYTHONUNBUFFERED": "1"}
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """End the child and its DataLoader workers (its own process group): TERM, then KILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "did not end, even after SIGKILL"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def train_watched(cfg: Any, run_dir: Path, until: float, batch: int, first_step_s: float = FIRST_STEP_S,
+                  stall_s: float = STALL_S, poll_s: float = 1.0) -> Attempt:
+    """Train ``cfg`` into ``run_dir`` in a child process that must end by ``until`` (``time.time()``).
+
+    The child is killed when it makes no first step within ``first_step_s``, no new step within ``stall_s``
+    (steps are counted in its ``metrics.jsonl``) or runs ``EXIT_GRACE_S`` past ``until``. Returns how it
+    went; never raises for the child's failures.
+    """
+    renderer = "device" if cfg.data.render_on_device else "cpu"
+    attempt = Attempt(renderer, str(cfg.model.init))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config, result_path = run_dir.parent / "child_config.yaml", run_dir.parent / "child_result.json"
+    atomic_write_bytes(config, cfg.to_yaml().encode())
+    result_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "madis_stereo.app.session", "train-child", "--config", str(config),
+           "--run-dir", str(run_dir), "--until", f"{until:.3f}", "--result", str(result_path)]
+    log.info("training with the %s renderer in a child process for %.0f s", renderer, until - time.time())
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=_child_env(), start_new_session=True)
+    metrics, offset, steps = run_dir / "metrics.jsonl", 0, 0
+    first = last = None  # monotonic times of the first and the latest new step
+    reported, next_report, hung = False, 60.0, None
+    finished, stuck = None, False  # when the child wrote its result; whether it then failed to exit
+
+    def count_steps(now: float) -> None:
+        """Count the training lines the child appended to its metrics.jsonl since the last look."""
+        nonlocal offset, steps, first, last
+        if not metrics.is_file() or metrics.stat().st_size <= offset:
+            return
+        with open(metrics, "rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+        chunk = chunk[: chunk.rfind(b"\n") + 1]  # whole lines only
+        offset += len(chunk)
+        new = chunk.count(b'"kind": "train"')
+        if new:
+            steps, last = steps + new, now
+            if first is None:
+                first = now
+                attempt.first_step_s = round(now - started, 1)
+                log.info("%s renderer: first step %.0f s after the child started", renderer, now - started)
+
+    try:
+        while proc.poll() is None:
+            time.sleep(poll_s)
+            now = time.monotonic()
+            count_steps(now)
+            if first is not None and steps > 1 and (not reported and now - first >= 10 or now - started >= next_report):
+                rate = (steps - 1) * batch / max(last - first, 1e-9)
+                log.info("%s renderer %s: %d steps, %.0f pairs/s since the first step (%.0f s in)", renderer,
+                         "works" if not reported else "progress", steps, rate, now - started)
+                reported, next_report = True, max(next_report, now - started) + 60.0
+            if result_path.is_file():  # done, exiting (CUDA teardown), which must not take long either
+                finished = finished if finished is not None else now
+                if now - finished > EXIT_GRACE_S:
+                    stuck = True
+                    log.error("the %s-renderer training child has not exited %.0f s after it finished; killing it",
+                              renderer, EXIT_GRACE_S)
+                    _kill(proc)
+                    break
+            elif first is None and now - started > first_step_s:
+                hung = f"hung: no first step within {first_step_s:.0f} s"
+            elif last is not None and now - last > stall_s:
+                hung = f"hung: no new step for {stall_s:.0f} s (after step {steps})"
+            if hung is None and time.time() > until + EXIT_GRACE_S:
+                hung = f"still running {EXIT_GRACE_S:.0f} s past its time budget (step {steps})"
+            if hung:
+                log.error("the %s-renderer training child is %s; killing it", renderer, hung)
+                _kill(proc)
+                break
+    finally:  # the session itself ends (an error, SIGTERM from its timeout): the child goes with it
+        if proc.poll() is None:
+            _kill(proc)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:  # stuck in the driver even after SIGKILL: go on without it
+        log.error("the %s-renderer training child (pid %d) did not end after SIGKILL", renderer, proc.pid)
+    attempt.seconds = round(time.monotonic() - started, 1)
+    count_steps(time.monotonic())
+    outcome = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    if "step" in outcome and hung is None and (proc.returncode == 0 or stuck):
+        attempt.ok, attempt.steps = True, int(outcome["step"])
+        attempt.checkpoint, attempt.checkpoint_step = outcome["checkpoint"], attempt.steps
+    else:
+        attempt.error = hung or outcome.get("error") or _exit_reason(proc.returncode)
+        attempt.steps = steps
+        from madis_stereo.training.state import list_checkpoints
+
+        saved = list_checkpoints(run_dir) if run_dir.is_dir() else []
+        if saved:
+            attempt.checkpoint_step, attempt.checkpoint = saved[-1][0], str(saved[-1][1])
+    if steps > 1 and first is not None and last is not None and last - first > 1:  # start-up left out
+        attempt.pairs_per_s = round((steps - 1) * batch / (last - first), 1)
+    elif attempt.steps:
+        attempt.pairs_per_s = round(attempt.steps * batch / attempt.seconds, 1)
+    log.info("the %s-renderer child ended after %.0f s: %s", renderer, attempt.seconds,
+             "ok" if attempt.ok else attempt.error)
+    return attempt
+
+
+def _inject_fault(spec: str) -> None:
+    """The test hook of :data:`FAULT_ENV`: the device renderer crashes, hangs or runs out of memory at batch N."""
+    kind, _, at = spec.partition("@")
+    if kind not in ("crash", "hang", "oom"):
+        raise ConfigError(f"{FAULT_ENV}={spec}: expected crash@N, hang@N or oom@N")
+    from madis_stereo.training import trainer
+
+    build = trainer.build_device_batches
+
+    def faulty(*args: Any, **kwargs: Any) -> Any:
+        batches = build(*args, **kwargs)
+        real = batches.batch
+
+        def batch(index: int) -> Any:
+            if index >= int(at or 0):
+                if kind == "crash":
+                    os.abort()  # as a fatal CUDA error would end the process
+                if kind == "hang":
+                    time.sleep(1e6)
+                raise torch.OutOfMemoryError(f"CUDA out of memory ({FAULT_ENV}={spec})")
+            return real(index)
+
+        batches.batch = batch
+        return batches
+
+    trainer.build_device_batches = faulty
+
+
+def train_child(config: Path, run_dir: Path, until: float, result: Path) -> int:
+    """The child of :func:`train_watched`: train, then write the final step and checkpoint (or the error)."""
+    from madis_stereo.training.config import load_train_config
     from madis_stereo.training.trainer import train
 
-    started = time.monotonic()
-    out, state_dir = Path(out), Path(state_dir)
+    try:
+        cfg = load_train_config(config, [f"optim.time_budget_s={max(1.0, until - time.time() - CHILD_START_S):.1f}"])
+        if os.environ.get(FAULT_ENV) and cfg.data.render_on_device:
+            _inject_fault(os.environ[FAULT_ENV])
+        done = train(cfg, out_dir=run_dir)
+        outcome: dict[str, Any] = {"step": done.step, "checkpoint": str(done.checkpoint)}
+    except Exception as err:  # noqa: BLE001 (any failure is reported to the parent, which decides)
+        log.exception("training failed")
+        outcome = {"error": f"{type(err).__name__}: {first_line(err)}"}
+    atomic_write_bytes(result, json.dumps(outcome).encode())
+    return 0 if "step" in outcome else 3
+
+
+def _write_record(out: Path, record: dict[str, Any]) -> None:
+    atomic_write_bytes(out / RECORD_NAME, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = None, deadline_s: float = 540.0,
+                package: Path | None = None, state_dir: Path = STATE_DIR, heldout: int = 64,
+                motorcycle_scale: float = 1.0, results: Path | None = RESULTS, reserve_s: float = 20.0,
+                started_at: float | None = None, first_step_s: float = FIRST_STEP_S,
+                stall_s: float = STALL_S) -> dict[str, Any]:
+    """One session (see the module docstring); returns its record. ``started_at`` (``time.time()``): when the
+    deadline started (the prepared command's start; default now). Whatever happens, ``OUT/session.json``
+    says how far the session got (``status``: running, done or failed, with the error)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    record: dict[str, Any] = {"id": now.strftime("%Y%m%dT%H%M%SZ"), "date": now.strftime("%Y-%m-%d"),
+                              "status": "running", "phase": "start", "kept": False, "torch": torch.__version__,
+                              "recipe": str(recipe), "attempts": []}
+    try:
+        _run(record, out, recipe, list(overrides or []), deadline_s, package, Path(state_dir), heldout,
+             motorcycle_scale, reserve_s, started_at if started_at is not None else time.time(), first_step_s,
+             stall_s)
+    except BaseException as err:
+        record.update(status="failed", kept=False, error=f"{type(err).__name__}: {first_line(err)}")
+        _write_record(out, record)
+        raise
+    if results is not None:
+        append_record(results, record)
+    return record
+
+
+def _run(record: dict[str, Any], out: Path, recipe: Path, overrides: list[str], deadline_s: float,
+         package: Path | None, state_dir: Path, heldout: int, motorcycle_scale: float, reserve_s: float,
+         started_at: float, first_step_s: float, stall_s: float) -> None:
+    from madis_stereo.app.demo import MOTORCYCLE_MAX_DISPARITY, motorcycle
+    from madis_stereo.training.distributed import pick_device
+
+    deadline = started_at + deadline_s  # time.time() by which everything is written
+
+    def phase(name: str) -> None:
+        record["phase"] = name
+        _write_record(out, record)
+
+    phase("start")
     package = Path(package) if package is not None else default_model_path()
     if not package.is_file():
         raise ConfigError(f"no bundled weights to continue: {package} is missing")
     if not Path(recipe).is_file():
         raise ConfigError(f"recipe not found: {recipe} (run from the repository root, or pass --recipe)")
-    out.mkdir(parents=True, exist_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
     start = start_weights(package, state_dir)
     model, meta = load_model(start.path, return_metadata=True)
     past = lineage(meta)
     session = past["sessions"] + 1
-    probe = _session_config(recipe, list(overrides or []), start.path, session, 1.0)
+    probe = _session_config(recipe, overrides, start.path, session, 1.0)
     device = pick_device(probe.run.device, 0)
+    record.update(session=session, start_sha256=start.sha256, device=_device_name(device),
+                  heldout_pairs=heldout, motorcycle_scale=motorcycle_scale)
     crop = tuple(probe.model.arch.crop)
     max_disp = float(probe.data.train[0].get("max_disparity", 96)) if probe.data.train else 96.0
     left, right, gt = motorcycle(motorcycle_scale)
     sets = {"synthetic": heldout_pairs(crop, max_disp, heldout), "motorcycle": [(left, right, gt)]}
-    sgbm = score_sgbm(sets, {"synthetic": max_disp, "motorcycle": MOTORCYCLE_MAX_DISPARITY * motorcycle_scale})
+    phase("scoring before")
+    record["sgbm"] = score_sgbm(sets, {"synthetic": max_disp,
+                                       "motorcycle": MOTORCYCLE_MAX_DISPARITY * motorcycle_scale})
     scoring = time.monotonic()
-    before = score(model, sets, device)
+    record["before"] = score(model, sets, device)
     scoring = time.monotonic() - scoring
-    del model  # training loads the start weights itself
-    log.info("session %d starts from %s: %s (SGBM %s)", session, start.path, before, sgbm)
+    del model  # training loads the start weights itself, in its own process
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the training child needs the memory
+    log.info("session %d starts from %s: %s (SGBM %s); scoring took %.1f s", session, start.path,
+             record["before"], record["sgbm"], scoring)
 
-    def time_left() -> float:
-        """Seconds training may take: after it come scoring (on a warm GPU, no longer than the first, cold
-        one) and saving (``reserve_s``)."""
-        return deadline_s - (time.monotonic() - started) - (scoring + reserve_s)
+    def until() -> float:
+        """When training must end: after it come scoring (on a warm GPU, no longer than the first, cold one)
+        and saving (``reserve_s``)."""
+        return deadline - scoring - reserve_s
 
-    budget = time_left()
-    if budget < 1:
-        raise ConfigError(f"--deadline-s {deadline_s:g} leaves no time to train ({budget:.0f} s after scoring)")
-    cfg = _session_config(recipe, list(overrides or []), start.path, session, budget)
+    if until() - time.time() < 1:
+        raise ConfigError(f"--deadline-s {deadline_s:g} leaves no time to train "
+                          f"({until() - time.time():.0f} s after scoring)")
     run_dir = state_dir / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)  # each call trains afresh from the start weights
-    train_start = time.monotonic()
-    fallback = None
-    try:
-        result = train(cfg, out_dir=run_dir)
-    except Exception as err:  # the device renderer has no GPU mileage yet: do not lose the session to it
-        if not cfg.data.render_on_device:
-            raise
-        fallback = f"{type(err).__name__}: {err}"
-        log.exception("the device renderer failed; training again with the CPU renderer in DataLoader workers")
-        if time_left() < 1:
-            raise
-        cfg = _session_config(recipe, [*(overrides or []), *CPU_RENDERER], start.path, session, time_left())
-        shutil.rmtree(run_dir, ignore_errors=True)
-        train_start = time.monotonic()
-        result = train(cfg, out_dir=run_dir)
-    train_seconds = time.monotonic() - train_start
+    cfg = _session_config(recipe, overrides, start.path, session, until() - time.time())
     o = cfg.optim
     batch = o.batch_size * o.accum_steps
-    pairs_run = result.step * batch
-    total = {"sessions": session, "steps_total": past["steps_total"] + result.step,
+    attempts = [train_watched(cfg, run_dir, until(), batch, first_step_s, stall_s)]
+    record["attempts"] = [dataclasses.asdict(a) for a in attempts]
+    phase("trained" if attempts[0].ok else "training failed")
+    base_steps = 0  # steps behind the weights the fallback started from, beyond the start weights
+    if not attempts[0].ok and cfg.data.render_on_device:
+        init = start.path
+        if attempts[0].checkpoint:  # continue what the failed run reached rather than start over
+            init = state_dir / "salvaged.safetensors"
+            shutil.copyfile(attempts[0].checkpoint, init)
+            attempts[0].checkpoint = str(init)
+        left_s = until() - time.time()
+        if left_s >= MIN_FALLBACK_S:
+            base_steps = attempts[0].checkpoint_step if attempts[0].checkpoint else 0
+            log.warning("the device renderer failed (%s); training on with the CPU renderer in DataLoader "
+                        "workers for %.0f s from %s", attempts[0].error, left_s, init)
+            cfg = _session_config(recipe, [*overrides, *CPU_RENDERER], init, session, left_s)
+            attempts.append(train_watched(cfg, run_dir, until(), batch, first_step_s, stall_s))
+            record["attempts"] = [dataclasses.asdict(a) for a in attempts]
+            phase("trained" if attempts[-1].ok else "training failed")
+        else:
+            log.warning("the device renderer failed (%s) and %.0f s are left: no fallback", attempts[0].error, left_s)
+    final = attempts[-1]
+    if final.checkpoint is None and attempts[0].checkpoint:
+        final, base_steps = attempts[0], 0  # the fallback left nothing: the failed run's last checkpoint
+    record["fallback"] = attempts[0].error if len(attempts) > 1 else None
+    record["renderer"] = final.renderer
+    if final.checkpoint is None:
+        raise TrainingError("no training run left a checkpoint: "
+                            + "; ".join(f"{a.renderer} renderer: {a.error}" for a in attempts))
+    steps = base_steps + final.checkpoint_step
+    pairs_run = steps * batch
+    train_seconds = sum(a.seconds for a in attempts)
+    total = {"sessions": session, "steps_total": past["steps_total"] + steps,
              "pairs_seen_total": past["pairs_total"] + pairs_run}
+    record.update(data=list(cfg.data.train), steps=steps, batch=batch, pairs_run=pairs_run,
+                  pairs_total=total["pairs_seen_total"], steps_total=total["steps_total"],
+                  train_seconds=round(train_seconds, 1), pairs_per_s=round(pairs_run / max(train_seconds, 1e-9), 1),
+                  loss_curve=_loss_curve(run_dir / "metrics.jsonl"))
+    phase("scoring after")
 
-    candidate = run_dir / "candidate.safetensors"
-    metadata = {"recipe": "croco_stereo_baseline" if not cfg.madis.enabled else "madis", "steps": result.step,
+    candidate = state_dir / "candidate.safetensors"
+    metadata = {"recipe": "croco_stereo_baseline" if not cfg.madis.enabled else "madis", "steps": steps,
                 **total, "dataset": list(cfg.data.train), "parent_sha256": start.sha256,
-                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-                "device": _device_name(device), "torch": torch.__version__}
-    save_model(result.engine.model, candidate, dtype=torch.float16, **metadata)
+                "date": record["date"], "device": record["device"], "torch": torch.__version__}
+    save_model(load_model(final.checkpoint), candidate, dtype=torch.float16, **metadata)
     shipped = load_model(candidate)
     after = score(shipped, sets, device)
-    kept, reason = is_better(before, after)
-    log.info("after %d steps (%d pairs): %s; %s", result.step, pairs_run, after, reason)
-    record = {
-        "id": datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
-        "date": metadata["date"], "device": metadata["device"], "torch": torch.__version__,
-        "recipe": str(recipe), "data": list(cfg.data.train), "session": session, "steps": result.step,
-        "batch": batch, "pairs_run": pairs_run, "pairs_total": total["pairs_seen_total"],
-        "steps_total": total["steps_total"], "train_seconds": round(train_seconds, 1),
-        "pairs_per_s": round(pairs_run / max(train_seconds, 1e-9), 1),
-        "loss_curve": _loss_curve(run_dir / "metrics.jsonl"),
-        "before": before, "after": after, "sgbm": sgbm, "heldout_pairs": heldout,
-        "motorcycle_scale": motorcycle_scale, "renderer": "device" if cfg.data.render_on_device else "cpu",
-        "fallback": fallback, "kept": kept, "reason": reason, "start_sha256": start.sha256,
-        "weights_sha256": sha256(candidate) if kept else None,
-    }
+    kept, reason = is_better(record["before"], after)
+    log.info("after %d steps (%d pairs): %s; %s", steps, pairs_run, after, reason)
+    record.update(after=after, reason=reason, weights_sha256=None)
     if kept:
         size = candidate.stat().st_size
         if size > MAX_BUNDLE_BYTES:
             raise CheckpointError(f"{candidate}: {size / 1e6:.1f} MB, over the {MAX_BUNDLE_BYTES / 1e6:.0f} MB limit")
-        final = dict(metadata, motorcycle=after["motorcycle"], synthetic_heldout=after["synthetic"],
-                     motorcycle_sgbm_bad_2=sgbm["motorcycle"]["bad_2"])
-        save_model(shipped, candidate, dtype=torch.float16, **final)  # the scores into the header
+        final_meta = dict(metadata, motorcycle=after["motorcycle"], synthetic_heldout=after["synthetic"],
+                          motorcycle_sgbm_bad_2=record["sgbm"]["motorcycle"]["bad_2"])
+        save_model(shipped, candidate, dtype=torch.float16, **final_meta)  # the scores into the header
         record["weights_sha256"] = sha256(candidate)
         write_shards(candidate, out)
         with atomic_path(state_dir / "latest.safetensors") as tmp:
@@ -321,10 +575,9 @@ def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = 
         shutil.copyfile(run_dir / "config.yaml", out / "config.yaml")
     if (run_dir / "metrics.jsonl").is_file():
         _thin_metrics(run_dir / "metrics.jsonl", out / "metrics.jsonl")
-    atomic_write_bytes(out / RECORD_NAME, (json.dumps(record, indent=1) + "\n").encode())
-    if results is not None:
-        append_record(results, record)
-    return record
+    record.update(kept=kept, status="done", seconds=round(time.time() - started_at, 1))
+    phase("done")
+    log.info("session done in %.0f s of its %.0f s deadline", time.time() - started_at, deadline_s)
 
 
 # --- adopting a session's output here -------------------------------------------------------------
@@ -390,6 +643,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--motorcycle-scale", type=float, default=1.0)
     run.add_argument("--results", type=Path, default=RESULTS)
     run.add_argument("--reserve-s", type=float, default=20.0, help="seconds kept for saving after training")
+    run.add_argument("--started-at", type=float, default=None,
+                     help="when the deadline started (Unix time; default now: the prepared command passes its start)")
+    run.add_argument("--first-step-s", type=float, default=FIRST_STEP_S,
+                     help="a training child without a first step after this long is killed")
+    run.add_argument("--stall-s", type=float, default=STALL_S,
+                     help="a training child without a new step for this long is killed")
+    child = sub.add_parser("train-child", help="(internal) the training child process of `run`")
+    child.add_argument("--config", type=Path, required=True)
+    child.add_argument("--run-dir", type=Path, required=True)
+    child.add_argument("--until", type=float, required=True)
+    child.add_argument("--result", type=Path, required=True)
     take = sub.add_parser("adopt", help="bring a session's fetched output into this checkout")
     take.add_argument("folder", type=Path)
     take.add_argument("--weights", type=Path, default=None, help="the bundled weights (default: the package's)")
@@ -399,13 +663,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "adopt":
             print(adopt(args.folder, args.weights, args.results))
             return 0
+        fmt = logging.Formatter(LOG_FORMAT)
+        if args.command == "train-child":  # logs to the parent's stderr (console.log)
+            logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=True)
+            code = train_child(args.config, args.run_dir, args.until, args.result)
+            if code:  # after a CUDA error the interpreter's teardown can hang: the result is written, leave now
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            return code
         args.out.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(args.out / "session.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        logging.basicConfig(level=logging.INFO, handlers=[handler, logging.StreamHandler()], force=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the child is killed, the record written
+        handlers = [logging.FileHandler(args.out / "session.log"), logging.StreamHandler()]
+        for handler in handlers:
+            handler.setFormatter(fmt)
+        logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
         record = run_session(args.out, args.recipe, args.overrides, args.deadline_s, args.weights, args.state_dir,
-                             args.heldout, args.motorcycle_scale, args.results, args.reserve_s)
-        print(json.dumps({k: record[k] for k in ("session", "steps", "pairs_run", "pairs_total", "kept", "reason")}))
+                             args.heldout, args.motorcycle_scale, args.results, args.reserve_s, args.started_at,
+                             args.first_step_s, args.stall_s)
+        print(json.dumps({k: record.get(k) for k in ("session", "renderer", "fallback", "steps", "pairs_run",
+                                                      "pairs_per_s", "pairs_total", "kept", "reason")}))
         return 0
     except (ConfigError, CheckpointError, TrainingError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

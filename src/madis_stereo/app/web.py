@@ -70,7 +70,7 @@ class AppResult:
 
 
 def run_pair(left: np.ndarray, right: np.ndarray, checkpoint: str = BUNDLED, overlap: float = 0.7,
-             precision: str = "fp32", vmin: float = 0.0, vmax: float | None = None,
+             precision: str = "auto", vmin: float = 0.0, vmax: float | None = None,
              calibration: str | None = None, out_dir: Path | None = None) -> AppResult:
     """Predict one pair and write the app's files (colour PNG, certainty PNG, PFM, PNG16, PLY) into ``out_dir``."""
     from madis_stereo.app.outputs import OutputOptions, write_outputs, write_ply
@@ -84,7 +84,8 @@ def run_pair(left: np.ndarray, right: np.ndarray, checkpoint: str = BUNDLED, ove
     camera, rectifier, geometry = _geometry(calibration, left.shape[1], left.shape[0])
     pair = rectifier.rectify(left, right) if rectifier is not None else (left, right)
     started = time.perf_counter()
-    pred = Predictor(_model(checkpoint), overlap=overlap, precision=precision)(*pair)
+    predictor = Predictor(_model(checkpoint), overlap=overlap, precision=precision)
+    pred = predictor(*pair)
     seconds = time.perf_counter() - started
     finite = pred.disparity[np.isfinite(pred.disparity)]
     if vmax is None or vmax <= vmin:
@@ -100,7 +101,7 @@ def run_pair(left: np.ndarray, right: np.ndarray, checkpoint: str = BUNDLED, ove
     # OpenCV camera frame (y down, z forward) -> the viewer's (y up, the scene in front of the camera)
     viewer = write_ply(out / "view.ply", points[::step] * np.array([1, -1, -1], np.float32), colors[::step])
     lines = [f"**{pred.disparity.shape[1]}x{pred.disparity.shape[0]}** in {seconds:.2f} s "
-             f"(checkpoint: {checkpoint or BUNDLED}, overlap {overlap}, {precision})",
+             f"(checkpoint: {checkpoint or BUNDLED}, overlap {overlap}, {predictor.precision})",
              f"disparity {np.min(finite):.1f}..{np.max(finite):.1f} px, colour range {vmin:g}..{vmax:.4g} px",
              geometry]
     if rectifier is not None:
@@ -147,7 +148,7 @@ def build_app(checkpoint: str = BUNDLED) -> Any:
             ckpt = gr.Textbox(value=checkpoint, label="checkpoint: 'bundled', a local path, or a registered name")
             with gr.Row():
                 overlap = gr.Slider(0.0, 0.9, value=0.7, step=0.05, label="tile overlap")
-                precision = gr.Radio(["fp32", "bf16"], value="fp32", label="precision")
+                precision = gr.Radio(["auto", "fp32", "bf16"], value="auto", label="precision")
                 vmin = gr.Number(value=0.0, label="colour range start (px)")
                 vmax = gr.Number(value=None, label="colour range end (px; empty = 99th percentile)")
             calib = gr.File(label="calibration for metric depth (calib.txt, OpenCV YAML/XML, KITTI "

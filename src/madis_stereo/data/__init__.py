@@ -4,7 +4,7 @@ See docs/DATA.md for the folder layout each dataset expects. The torch wrapper f
 ``TrainingDataset``, lives in :mod:`madis_stereo.training.data`.
 """
 
-from madis_stereo.data.augment import AugmentConfig, Augmentor, ColorParams, apply_color, draw_color
+from madis_stereo.data.augment import JITTERS, AugmentConfig, Augmentor, ColorStep, adjust, draw_color_plan
 from madis_stereo.data.base import Frame, StereoDataset, load_frame
 from madis_stereo.data.benchmarks import ETH3D, Kitti2012, Kitti2015, Middlebury, SceneFlow
 from madis_stereo.data.datasets import DATASETS, MixtureDataset, build_dataset, build_mixture, dataset_keys
@@ -27,7 +27,8 @@ __all__ = [
     "ETH3D",
     "AugmentConfig",
     "Augmentor",
-    "ColorParams",
+    "ColorStep",
+    "JITTERS",
     "FolderStereo",
     "Frame",
     "Kitti2012",
@@ -39,11 +40,11 @@ __all__ = [
     "SyntheticConfig",
     "SyntheticRender",
     "SyntheticStereo",
-    "apply_color",
+    "adjust",
     "build_dataset",
     "build_mixture",
     "dataset_keys",
-    "draw_color",
+    "draw_color_plan",
     "load_frame",
     "read_calib",
     "read_disparity",

@@ -1,2 +1,2 @@
-"""Inference: the ``Predictor`` (``predictor``), tiled prediction (``tiling``), ONNX export (``export``) and
-attention analysis (``attention``)."""
+"""Inference: the ``Predictor`` (``predictor``), automatic precision (``precision``), tiled prediction
+(``tiling``), ONNX export (``export``) and attention analysis (``attention``)."""

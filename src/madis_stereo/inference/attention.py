@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from madis_stereo.errors import InputError
+from madis_stereo.inference.precision import autocast, check_precision
 from madis_stereo.inference.predictor import rgb_pair
 from madis_stereo.model.borrow import eval_mode, model_device, on_device
 from madis_stereo.model.preprocess import normalize
@@ -97,8 +98,7 @@ def attention_distance(model: torch.nn.Module, pairs: Iterable[tuple[Any, Any]],
     """
     if encoder_views not in ("left", "both"):
         raise InputError(f"encoder_views must be 'left' or 'both', got {encoder_views!r}")
-    if precision not in ("fp32", "bf16"):
-        raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    check_precision(precision, ("fp32", "bf16", "fp16"))
     config = model.config
     crop = tuple(int(c) for c in (crop or config.crop))
     if len(crop) != 2 or any(c <= 0 or c % 32 for c in crop):
@@ -126,11 +126,10 @@ def _attention_distance(model: torch.nn.Module, pairs: Iterable[tuple[Any, Any]]
         counts[key] = counts.get(key, 0) + weights.shape[0]
 
     n_pairs = 0
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for left, right in pairs:
         left_np, right_np = rgb_pair(left, right)
         lt, rt = fit_to_crop(left_np, crop).to(device), fit_to_crop(right_np, crop).to(device)
-        with model.capture_attention(record), autocast:
+        with model.capture_attention(record), autocast(precision, device):
             model(lt, rt)
         n_pairs += 1
     if not n_pairs:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from madis_stereo.errors import InputError
+from madis_stereo.inference.precision import autocast, check_precision, resolve_precision
 from madis_stereo.inference.tiling import check_blend, check_tiling, tiled_predict
 from madis_stereo.model.borrow import eval_mode, model_device, on_device
 from madis_stereo.model.config import parse_conf_mode
@@ -94,36 +95,39 @@ def rgb_pair(left: Any, right: Any) -> tuple[np.ndarray, np.ndarray]:
 class Predictor:
     """Runs a model on image pairs of any size (tiled) with fixed settings.
 
-    ``precision`` is "fp32" or "bf16" (autocast); ``crop`` defaults to the model's training crop;
-    ``compile`` wraps the model in ``torch.compile``; ``blend`` is ``taper`` (default, no seams where a window
-    ends) or ``croco`` (CroCo-Stereo's blend), see :mod:`madis_stereo.inference.tiling`. The caller's model is
-    left as it was: each call runs it in eval mode and restores its mode, and a ``device`` other than the
-    model's gets a copy of the model.
+    ``precision`` is "auto" (the faster of fp32 and bf16 on the device, see
+    :func:`~madis_stereo.inference.precision.resolve_precision`), "fp32", "bf16" or "fp16" (autocast);
+    after construction ``precision`` holds the resolved one and ``precision_reason`` why it was chosen.
+    ``crop`` defaults to the model's training crop; ``compile`` wraps the model in ``torch.compile``;
+    ``blend`` is ``taper`` (default, no seams where a window ends) or ``croco`` (CroCo-Stereo's blend), see
+    :mod:`madis_stereo.inference.tiling`.
+    The caller's model is left as it was: each call runs it in eval mode and restores its mode, and a
+    ``device`` other than the model's gets a copy of the model.
     """
 
     def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
                  conf_mode: str | None = None, device: str | torch.device | None = None,
-                 precision: str = "fp32", tile_batch: int = 1, compile: bool = False, blend: str = "taper") -> None:
+                 precision: str = "auto", tile_batch: int = 1, compile: bool = False, blend: str = "taper") -> None:
         config = getattr(model, "config", None)
         self.crop = check_tiling(crop or (config.crop if config else (352, 704)), overlap, tile_batch)
         self.conf_mode = conf_mode or (config.conf_mode if config else "conf_expsigmoid_15_3")
         parse_conf_mode(self.conf_mode)
-        if precision not in ("fp32", "bf16"):
-            raise InputError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        check_precision(precision)
         self.device = torch.device(device) if device is not None else model_device(model)
         self.model = on_device(model, self.device)
         self.laplace_b = float(getattr(config, "laplace_b", 3.0))
         if compile:  # one compiled graph per window size; the first call pays the compilation
             self.model = torch.compile(self.model)
         self.overlap = overlap
-        self.precision = precision
+        choice = resolve_precision(precision, self.device)
+        self.precision, self.precision_reason = choice.precision, choice.reason
+        if precision == "auto":
+            log.info("precision %s (%s)", choice.precision, choice.reason)
         self.tile_batch = tile_batch
         self.blend = check_blend(blend)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     def prepare(self, left: Any, right: Any) -> tuple[Tensor, Tensor]:
         """Two images -> normalised [1, 3, H, W] tensors on the device (sizes must agree)."""
@@ -131,11 +135,24 @@ class Predictor:
         return normalize(tensors[0]), normalize(tensors[1])
 
     def __call__(self, left: Any, right: Any) -> Prediction:
-        lt, rt = self.prepare(left, right)
+        return self.predict_batch([(left, right)])[0]
+
+    def predict_batch(self, pairs: Sequence[tuple[Any, Any]]) -> list[Prediction]:
+        """Several pairs of one size in one tiled pass: their windows go through the model together
+        (``len(pairs) x tile_batch`` per forward), which is what keeps a GPU busy. InputError when sizes differ."""
+        tensors = [self.prepare(left, right) for left, right in pairs]
+        if not tensors:
+            return []
+        sizes = sorted({tuple(t[0].shape[-2:]) for t in tensors})
+        if len(sizes) > 1:
+            raise InputError(f"predict_batch needs pairs of one size, got {', '.join(f'{w}x{h}' for h, w in sizes)}")
+        left = torch.cat([t[0] for t in tensors])
+        right = torch.cat([t[1] for t in tensors])
         with self.autocast(), eval_mode(self.model):
-            disp, conf = tiled_predict(self.model, lt, rt, self.crop, self.overlap, self.conf_mode, self.tile_batch,
-                                       self.blend)
-        return Prediction(disp[0, 0].float().cpu().numpy(), conf[0].float().cpu().numpy(), self.laplace_b)
+            disp, conf = tiled_predict(self.model, left, right, self.crop, self.overlap, self.conf_mode,
+                                       self.tile_batch, self.blend)
+        disp, conf = disp.float().cpu().numpy(), conf.float().cpu().numpy()
+        return [Prediction(disp[i, 0], conf[i], self.laplace_b) for i in range(len(tensors))]
 
 
 def predict(model: torch.nn.Module, left_image: Any, right_image: Any, crop: Sequence[int] | None = None,

@@ -1,8 +1,9 @@
 """StereoModel: the CroCo-Stereo network (shared ViT encoder, cross-attention decoder, DPT head) with the
 masked forward used by MaDis-Stereo training.
 
-Shapes: images [B, 3, H, W] (ImageNet-normalised, H and W multiples of 32), tokens [B, N, C] with
-N = (H/16)(W/16) in row-major order, masks [B, N] bool (True = masked).
+Shapes: images [B, 3, H, W] (ImageNet-normalised; H and W multiples of 32 for the DPT head, multiples of the
+patch size for the encoder, decoder and reconstruction head), tokens [B, N, C] with N = (H/16)(W/16) in
+row-major order, masks [B, N] bool (True = masked).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from madis_stereo.errors import InputError
 from madis_stereo.model.blocks import LAYER_NORM_EPS, Attention, CrossAttention, DecoderBlock, EncoderBlock, Rope
@@ -40,11 +42,12 @@ class MaskedStereoOutput:
     """Masked forward: disparity/confidence of the left view and per-token patch reconstructions.
 
     recon_left / recon_right: [B, N, patch*patch*3], layout (py, px, rgb); recon_right is None when the
-    right view was not masked.
+    right view was not masked. disparity / confidence are None when the DPT head did not run (an image size
+    that is not a multiple of 32, or ``disparity=False``).
     """
 
-    disparity: Tensor
-    confidence: Tensor
+    disparity: Tensor | None
+    confidence: Tensor | None
     recon_left: Tensor | None
     recon_right: Tensor | None
 
@@ -76,21 +79,30 @@ def check_pair(left: Tensor, right: Tensor, multiple: int = SIZE_MULTIPLE) -> No
             raise InputError(f"{name} image must be a normalised float tensor, got dtype {img.dtype}")
     if left.shape != right.shape:
         raise InputError(f"left and right images differ in size: {list(left.shape)} vs {list(right.shape)}")
-    h, w = left.shape[-2:]
+    _check_multiple(tuple(left.shape[-2:]), multiple)
+
+
+def _check_multiple(size: tuple[int, int], multiple: int) -> None:
+    h, w = size
     if h % multiple or w % multiple:
-        raise InputError(
-            f"image size {h}x{w} is not a multiple of {multiple}; use tiled_predict/predict for arbitrary sizes"
-        )
+        hint = ("the DPT head needs multiples of 32; use tiled_predict/predict for arbitrary sizes"
+                if multiple == SIZE_MULTIPLE else "the encoder needs whole patches")
+        raise InputError(f"image size {h}x{w} is not a multiple of {multiple}; {hint}")
 
 
-def _run_blocks(blocks: nn.ModuleList, norm: nn.Module, x: Tensor, taps: tuple[int, ...],
-                *args: Any) -> tuple[Tensor, dict[int, Tensor]]:
+def _run_blocks(blocks: nn.ModuleList, norm: nn.Module, x: Tensor, taps: tuple[int, ...], *args: Any,
+                recompute: bool = False) -> tuple[Tensor, dict[int, Tensor]]:
     """``x`` through ``blocks`` (each called with ``*args`` after ``x``), then ``norm``; returns the normalised
-    tokens and the outputs of the blocks listed in ``taps`` (the last block's is the normalised one)."""
+    tokens and the outputs of the blocks listed in ``taps`` (the last block's is the normalised one).
+
+    ``recompute``: activation checkpointing while autograd records, each block keeping only its input and
+    recomputing its inside during the backward pass (less memory, about a third more compute).
+    """
     tapped: dict[int, Tensor] = {}
     last = len(blocks) - 1
+    recompute = recompute and torch.is_grad_enabled()
     for i, block in enumerate(blocks):
-        x = block(x, *args)
+        x = checkpoint(block, x, *args, use_reentrant=False) if recompute else block(x, *args)
         if i in taps and i != last:
             tapped[i] = x
     x = norm(x)
@@ -118,11 +130,17 @@ class PatchEmbed(nn.Module):
 
 
 class StereoModel(nn.Module):
-    """CroCo-Stereo / MaDis-Stereo network built from a :class:`ModelConfig`."""
+    """CroCo-Stereo / MaDis-Stereo network built from a :class:`ModelConfig`.
+
+    ``activation_checkpointing`` (a runtime switch, not part of the config or the checkpoint): encoder and
+    decoder blocks recompute their activations in the backward pass instead of storing them; training
+    sets it from ``optim.activation_checkpointing``.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.activation_checkpointing = False
         c = config
         self.patch_embed = PatchEmbed(c.enc_embed_dim, c.patch_size)
         self.enc_rope = RoPE2D(c.enc_embed_dim // c.enc_num_heads, c.rope_freq)
@@ -180,7 +198,7 @@ class StereoModel(nn.Module):
         if keep is not None:
             x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
         rope = self._rope(self.enc_rope, self.grid(images.shape[-2:]), keep, images.device)
-        return _run_blocks(self.enc_blocks, self.enc_norm, x, taps, rope)
+        return _run_blocks(self.enc_blocks, self.enc_norm, x, taps, rope, recompute=self.activation_checkpointing)
 
     def encode(self, left: Tensor, right: Tensor, mask_left: Tensor | None = None,
                mask_right: Tensor | None = None, layers: Sequence[int] | None = None) -> PairEncoding:
@@ -189,7 +207,7 @@ class StereoModel(nn.Module):
         ``layers``: the layers (indices into [encoder blocks..., decoder blocks...]) whose left-view
         outputs are kept in ``left_hooks``; default the DPT hooks.
         """
-        check_pair(left, right)
+        check_pair(left, right, self.config.patch_size)  # whole patches; the DPT head checks 32 itself
         n = self.num_tokens(left.shape[-2:])
         keep_l = self._keep(mask_left, "mask_left", left.shape[0], n)
         keep_r = self._keep(mask_right, "mask_right", left.shape[0], n)
@@ -245,7 +263,8 @@ class StereoModel(nn.Module):
         decoder block indices; the last is the normalised output).
         """
         rope = self._rope(self.dec_rope, grid, None, query.device)
-        return _run_blocks(self.dec_blocks, self.dec_norm, query, taps, memory, rope, rope)
+        return _run_blocks(self.dec_blocks, self.dec_norm, query, taps, memory, rope, rope,
+                           recompute=self.activation_checkpointing)
 
     def _decode_layers(self, enc: PairEncoding, layers: Sequence[int],
                        right_pass: bool = False) -> tuple[Tensor, list[Tensor]]:
@@ -312,43 +331,55 @@ class StereoModel(nn.Module):
         final, tokens = self._decode_layers(enc, layers)
         return tokens if intermediates_only else (final, tokens)
 
-    def decode(self, enc: PairEncoding, reconstruct: bool = False, right_pass: bool = False) -> MaskedStereoOutput:
+    def decode(self, enc: PairEncoding, reconstruct: bool = False, right_pass: bool = False,
+               disparity: bool = True) -> MaskedStereoOutput:
         """Decoder passes and heads on an encoded pair.
 
-        The left pass (left queries, right memory) feeds the DPT head and, with ``reconstruct``, the left
-        reconstruction; ``right_pass`` adds the symmetric pass (batched with the left one) for the right
-        reconstruction.
+        The left pass (left queries, right memory) feeds the DPT head (unless ``disparity`` is False; it
+        needs H and W multiples of 32) and, with ``reconstruct``, the left reconstruction; ``right_pass``
+        adds the symmetric pass (batched with the left one) for the right reconstruction.
         """
+        if disparity:
+            _check_multiple(enc.image_size, SIZE_MULTIPLE)
         batch = enc.left.shape[0]
-        final, tokens = self._decode_layers(enc, self.hooks, right_pass)
-        out = self.head(tokens, enc.image_size)
+        final, tokens = self._decode_layers(enc, self.hooks if disparity else (), right_pass)
         recon_left = recon_right = None
         if reconstruct or right_pass:
             recon = self.recon_head(final)
             recon_left = recon[:batch] if reconstruct else None
             recon_right = recon[batch:] if right_pass else None
+        if not disparity:
+            return MaskedStereoOutput(None, None, recon_left, recon_right)
+        out = self.head(tokens, enc.image_size)
         return MaskedStereoOutput(out[:, 0:1], out[:, 1:2], recon_left, recon_right)
 
     # --- public forwards -------------------------------------------------------------------------
     def forward(self, left: Tensor, right: Tensor) -> StereoOutput:
         """Disparity and confidence of the left view: [B, 3, H, W] x 2 -> 2 x [B, 1, H, W]."""
+        check_pair(left, right)
         tokens = self.forward_intermediates(left, right, self.hooks, intermediates_only=True)
         out = self.head(tokens, (left.shape[-2], left.shape[-1]))
         return StereoOutput(out[:, 0:1], out[:, 1:2])
 
     def forward_masked(self, left: Tensor, right: Tensor, mask_left: Tensor,
-                       mask_right: Tensor | None = None) -> MaskedStereoOutput:
+                       mask_right: Tensor | None = None, disparity: bool | None = None) -> MaskedStereoOutput:
         """Masked forward (MaDis student / CroCo pretraining).
 
         Masked tokens are dropped before the encoder; the left decoder pass uses the mask token at the
         left's masked slots and zeros (in encoder space) at the right's masked slots of the memory.
         With ``mask_right`` a second pass reconstructs the right view. Encoder-layer DPT hooks see zeros
         at masked slots (MaDis taps decoder layers only).
+
+        Any H and W that are multiples of the patch size are accepted (as CroCo's pretraining network does,
+        e.g. 80x80). ``disparity``: run the DPT head (True: required, which needs multiples of 32), skip it
+        (False), or None: run it when the size allows.
         """
         if mask_left is None:
             raise InputError("forward_masked needs mask_left (use forward for unmasked input)")
         enc = self.encode(left, right, mask_left, mask_right)
-        return self.decode(enc, reconstruct=True, right_pass=mask_right is not None)
+        if disparity is None:
+            disparity = all(size % SIZE_MULTIPLE == 0 for size in enc.image_size)
+        return self.decode(enc, reconstruct=True, right_pass=mask_right is not None, disparity=disparity)
 
     @contextmanager
     def capture_attention(self, fn: Callable[[str, Tensor], None]) -> Iterator[None]:

@@ -32,7 +32,7 @@ def apply_rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     ``sin`` carries rotate_half's sign (negative on the first half of each part), so that
     ``t * cos + rotate_half(t) * sin == t * cos + swap_halves(t) * sin_signed``.
     """
-    return t * cos.to(t.dtype) + _swap_halves(t) * sin.to(t.dtype)
+    return torch.addcmul(_swap_halves(t) * sin.to(t.dtype), t, cos.to(t.dtype))  # one pass fewer than mul + add
 
 
 class RoPE2D(nn.Module):

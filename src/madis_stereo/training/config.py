@@ -19,6 +19,7 @@ import yaml
 from madis_stereo.errors import ConfigError
 from madis_stereo.model.config import ModelConfig
 from madis_stereo.training.schedule import SCHEDULES
+from madis_stereo.training.teacher import SCOPES as TEACHER_SCOPES
 from madis_stereo.utils.config import apply_overrides, from_dict, load_yaml, to_dict
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 AMP_MODES = ("none", "bf16", "fp16")
-TEACHER_SCOPES = ("full", "encoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +114,15 @@ class MadisConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
-    """EMA teacher: ``scope`` full (whole network averaged) or encoder (public MaDis code)."""
+    """EMA teacher (``training.teacher``). Default = the public MaDis code: ``scope: encoder`` (EMA of the
+    encoder only, decoded by the student's current decoder and head) with ``detach: false`` (the distillation
+    loss trains that decoder and head too). Options: ``detach: true`` (constant pseudo labels);
+    ``scope: full`` (whole-network EMA; needs a trained head: ``model.init`` a stereo checkpoint, or
+    ``start_step`` > 0, before which the teacher copies the student and its labels are unused)."""
 
-    scope: str = "full"
+    scope: str = "encoder"
+    detach: bool = False
+    start_step: int = 0
     momentum: float = 0.9999
 
     def __post_init__(self) -> None:
@@ -124,6 +130,8 @@ class TeacherConfig:
             raise ValueError(f"scope must be one of {', '.join(TEACHER_SCOPES)}, got {self.scope!r}")
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {self.momentum}")
+        if self.start_step < 0:
+            raise ValueError(f"start_step must be >= 0, got {self.start_step}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +144,8 @@ class OptimConfig:
     is fitted from the measured pace at steps 30 and 150 (``trainer.BUDGET_FIT_STEPS``), and the schedule
     (the cosine, or the cool-down) ends there.
     Warm-up: ``warmup_steps`` when set, else ``warmup_epochs``. ``batch_size`` is per process; the effective batch is
-    batch_size x accum_steps x processes.
+    batch_size x accum_steps x processes. ``activation_checkpointing`` recomputes each transformer block's
+    activations in the backward pass instead of storing them (less memory, about a third more compute).
     """
 
     lr: float = 3e-5
@@ -153,6 +162,7 @@ class OptimConfig:
     time_budget_s: float | None = None
     schedule: str = "cosine"
     cooldown_frac: float = 0.2
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:

@@ -1,12 +1,13 @@
 """CroCo-Stereo augmentation of batches that already live on the device (``data.render_on_device``).
 
 The steps of ``data.augment.Augmentor`` that apply to pairs rendered at the crop size, in its order and with
-its parameter draws and formulas: vertical flip (both views and the GT), a small rotation and vertical shift
-of the right image only (GT unchanged), asymmetric colour jitter (brightness, contrast around the mean grey,
-saturation and hue as a YIQ colour matrix, gamma). The arithmetic is float on the device with one rounding at
-the end (the CPU version rounds through 8-bit lookup tables after each step), so the two agree to a grey
-level or two. The x-scale and crop do not apply: the renderer draws at the crop size, with its own range of
-disparities.
+its parameter draws (``right_perturbation``, ``draw_color_plan``) and jitter semantics: vertical flip (both
+views and the GT), the right view's rotation about a random centre then vertical shift (two bilinear warps,
+zero border; GT unchanged), and the colour plan (one jitter or all five in a random order, each with
+probability 0.5, the right view redrawing its own factor with probability 0.5). Each warp and jitter rounds
+to 8 bits, as the CPU version does, so the two agree to a grey level or two. The x-scale and crop do not
+apply: the renderer draws at the crop size (``scale_prob`` must be 0; ``crop_margin`` is not used, so the
+pairs equal the CPU version's with ``crop_margin: 0``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from madis_stereo.data.augment import GREY_WEIGHTS, AugmentConfig, chroma_matrix, draw_color, right_perturbation
+from madis_stereo.data.augment import LUMA, AugmentConfig, ColorStep, draw_color_plan, right_perturbation
 
 __all__ = ["DeviceAugment"]
 
@@ -34,31 +35,27 @@ class DeviceAugment:
         cfg = self.cfg
         left, right, disparity = batch["left"], batch["right"], batch["disparity"]
         count, _, height, width = left.shape
-        flips, warps, colours = [], [], []
+        flips, warps, plans = [], [], []
         for _ in range(count):  # the Augmentor's draws, sample by sample (the same rng gives the same pairs)
-            rng.random(), rng.integers(0, 1), rng.integers(0, 1)  # its x-scale (never, here) and crop (all)
+            rng.random(), rng.integers(0, 1), rng.integers(0, 1)  # its scale branch (never, here) and crop (all)
             flips.append(rng.random() < cfg.vflip_prob)
             perturb = rng.random() < cfg.right_perturb_prob
             warps.append(right_perturbation(rng, cfg, width, height) if perturb else None)
-            if rng.random() < cfg.color_prob:
-                first = draw_color(rng, cfg)
-                colours.append((first, draw_color(rng, cfg) if rng.random() < cfg.asymmetric_prob else first))
-            else:
-                colours.append(None)
+            plans.append(draw_color_plan(rng, cfg))
         flip = torch.tensor(flips, device=left.device).view(count, 1, 1, 1)
         left, right = torch.where(flip, left.flip(-2), left), torch.where(flip, right.flip(-2), right)
         disparity = torch.where(flip, disparity.flip(-2), disparity)
         if any(w is not None for w in warps):
-            right = _warp(right, warps)
-        if any(c is not None for c in colours):
-            left = _colour(left, [c[0] if c else None for c in colours])
-            right = _colour(right, [c[1] if c else None for c in colours])
+            for step in range(2):  # the rotation, then the shift
+                right = _warp(right, [w[step] if w is not None else None for w in warps])
+        if any(plans):
+            left, right = _colour(left, right, plans)
         return {**batch, "left": left, "right": right, "disparity": disparity}
 
 
 def _warp(images: Tensor, matrices: list[np.ndarray | None]) -> Tensor:
-    """Warp each uint8 image by its 2x3 source->destination matrix (None: unchanged), bilinear, mirrored
-    borders (OpenCV's ``warpAffine`` with ``BORDER_REFLECT_101``)."""
+    """Warp each uint8 image by its 2x3 source->destination matrix (None: unchanged), bilinear, zero border
+    (OpenCV's ``warpAffine`` with ``BORDER_CONSTANT`` 0)."""
     count, _, height, width = images.shape
     inverse = np.zeros((count, 2, 3))
     for i, m in enumerate(matrices):
@@ -70,24 +67,67 @@ def _warp(images: Tensor, matrices: list[np.ndarray | None]) -> Tensor:
     points = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3)
     source = (points @ inv.transpose(1, 2)).view(count, height, width, 2)
     grid = source / torch.tensor([(width - 1) / 2, (height - 1) / 2], device=images.device) - 1
-    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _colour(images: Tensor, params: list) -> Tensor:
-    """Colour-jitter each uint8 image [B, 3, H, W] with its ``ColorParams`` (None: unchanged)."""
-    count = images.shape[0]
-    dev = images.device
-    identity = np.eye(3)
-    values = np.array([[p.brightness, p.contrast, p.gamma] if p else [1.0, 1.0, 1.0] for p in params])
-    matrices = np.stack([chroma_matrix(p) if p else identity for p in params])
-    brightness, contrast, gamma = (torch.as_tensor(values[:, i], dtype=torch.float32, device=dev).view(count, 1, 1, 1)
-                                   for i in range(3))
-    out = (images.float() * brightness).clamp(0, 255)
-    weights = torch.as_tensor(GREY_WEIGHTS, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-    mean = (out * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-    out = (mean + (out - mean) * contrast).clamp(0, 255)
-    matrix = torch.as_tensor(matrices, dtype=torch.float32, device=dev)
-    out = torch.einsum("bij,bjhw->bihw", matrix, out).clamp(0, 255)
-    out = 255 * (out / 255) ** gamma
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+def _colour(left: Tensor, right: Tensor, plans: list[list[ColorStep]]) -> tuple[Tensor, Tensor]:
+    """Apply each sample's colour plan to its left and right uint8 images [B, 3, H, W]."""
+    left, right = left.clone(), right.clone()
+    for i, plan in enumerate(plans):
+        for step in plan:
+            left[i] = _jitter(left[i], step.name, step.left)
+            right[i] = _jitter(right[i], step.name, step.right)
+    return left, right
+
+
+def _gray(image: Tensor) -> Tensor:
+    """Integer luma [1, H, W] of a float RGB image [3, H, W] with integer values, rounded as PIL does."""
+    weights = torch.tensor(LUMA, dtype=torch.float32, device=image.device).view(3, 1, 1)
+    return torch.div((image * weights).sum(0, keepdim=True) + 500, 1000, rounding_mode="floor")
+
+
+def _jitter(image: Tensor, name: str, factor: float) -> Tensor:
+    """One jitter of ``data.augment.adjust`` on a uint8 image [3, H, W] on the device."""
+    x = image.float()
+    if name == "brightness":
+        out = (x * factor).round()
+    elif name == "contrast":
+        mean = torch.floor(_gray(x).mean() + 0.5)
+        out = (mean + factor * (x - mean)).round()
+    elif name == "gamma":
+        out = torch.floor(255.999 * (x / 255) ** factor)
+    elif name == "saturation":
+        gray = _gray(x)
+        out = (gray + factor * (x - gray)).round()
+    else:
+        out = _hue_shift(x, int(factor * 255))
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def _hue_shift(x: Tensor, shift: int) -> Tensor:
+    """OpenCV's 8-bit RGB -> HSV_FULL (hue on a 0-255 circle, with its fixed-point division tables), hue +
+    ``shift`` modulo 256, and OpenCV's HSV_FULL -> RGB back (which reads the hue on a 0-255 scale)."""
+    rgb = x.long()
+    r, g, b = rgb
+    high, _ = rgb.max(0)
+    low, _ = rgb.min(0)
+    delta = high - low
+    one = torch.ones_like(delta)
+    hdiv = torch.round(256 * 4096 / (6.0 * torch.where(delta > 0, delta, one))).long()
+    sdiv = torch.round(255 * 4096 / torch.where(high > 0, high, one).double()).long()
+    num = torch.where(high == r, g - b, torch.where(high == g, b - r + 2 * delta, r - g + 4 * delta))
+    h = torch.where(delta > 0, (num * hdiv + 2048) >> 12, 0 * delta)
+    h = torch.where(h < 0, h + 256, h)
+    s = torch.where(high > 0, (delta * sdiv + 2048) >> 12, 0 * delta).clamp(0, 255)
+    h = (h.clamp(0, 255) + shift) % 256
+    v = high.float()
+    sector = h.float() * 6 / 255  # OpenCV reads the FULL hue back on a 0-255 scale
+    index = torch.floor(sector)
+    frac = sector - index
+    sat = s.float() / 255
+    p, q, t = v * (1 - sat), v * (1 - sat * frac), v * (1 - sat * (1 - frac))
+    index = index.long() % 6
+    choices = torch.stack([torch.stack(c) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    out = choices.gather(0, index.view(1, 1, *index.shape).expand(1, 3, *index.shape))[0]
+    return out.round()

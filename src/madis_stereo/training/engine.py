@@ -23,7 +23,7 @@ from torch.profiler import record_function
 
 from madis_stereo.errors import CheckpointError, ConfigError
 from madis_stereo.model.masking import random_masks
-from madis_stereo.model.network import MaskedStereoOutput, StereoModel, StereoOutput
+from madis_stereo.model.network import PairEncoding, StereoModel
 from madis_stereo.model.preprocess import normalize
 from madis_stereo.training.config import TrainConfig
 from madis_stereo.training.distributed import DistEnv, all_reduce_sum
@@ -105,17 +105,25 @@ def warn_encoder_taps(arch: Any, mask_ratio: float) -> bool:
 
 
 class StudentForward(nn.Module):
-    """The module DDP wraps, so that every training forward (masked or not) goes through DDP's hooks."""
+    """The module DDP wraps, so that every training forward (masked or not) goes through DDP's hooks.
+
+    With ``teacher_encoding`` (the public MaDis teacher) it also decodes the teacher's features with the
+    student's decoder and head, in the same forward (one DDP forward per backward), and returns
+    ``(output, pseudo_disparity)``.
+    """
 
     def __init__(self, model: StereoModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, left: Tensor, right: Tensor, mask_left: Tensor | None = None,
-                mask_right: Tensor | None = None) -> StereoOutput | MaskedStereoOutput:
+                mask_right: Tensor | None = None, teacher_encoding: PairEncoding | None = None) -> Any:
         if mask_left is None:
             return self.model(left, right)
-        return self.model.forward_masked(left, right, mask_left, mask_right)
+        out = self.model.forward_masked(left, right, mask_left, mask_right)
+        if teacher_encoding is None:
+            return out
+        return out, self.model.decode(teacher_encoding).disparity
 
 
 @dataclass
@@ -151,12 +159,14 @@ class Engine:
         self.env = env
         self.masked = cfg.madis.enabled
         self.model = model.to(env.device).train()
+        self.model.activation_checkpointing = cfg.optim.activation_checkpointing
         self.frozen = freeze_unused(self.model, self.masked)
         self.net: nn.Module = StudentForward(self.model)
         if env.distributed:
             ids = [env.device.index] if env.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.net, device_ids=ids, gradient_as_bucket_view=True)
-        self.teacher = EMATeacher(self.model, cfg.teacher.momentum, cfg.teacher.scope) if self.masked else None
+        t = cfg.teacher
+        self.teacher = EMATeacher(self.model, t.momentum, t.scope, t.detach, t.start_step) if self.masked else None
         if env.is_main:
             warn_encoder_taps(self.model.config, cfg.madis.mask_ratio if self.masked else 0.0)
         o = cfg.optim
@@ -197,9 +207,16 @@ class Engine:
         gen = mask_generator(self.cfg.run.seed, self.env.rank, step, micro)
         mask_l, mask_r = (m.to(left.device) for m in step_masks(gen, batch, n, self.cfg.madis.mask_ratio))
         with self.autocast():
-            pseudo = self._pseudo_labels(left, right, gt)
+            encoding = self._teacher_encoding(left, right, gt, step)
             with record_function("train/student_forward"):
-                out = self.net(left, right, mask_l, mask_r)
+                if encoding is not None and self.teacher.labels_carry_gradient:
+                    out, pseudo = self.net(left, right, mask_l, mask_r, encoding)
+                else:
+                    out = self.net(left, right, mask_l, mask_r)
+                    pseudo = torch.zeros_like(gt) if encoding is None else None
+            if pseudo is None:
+                with record_function("train/teacher"):
+                    pseudo = self.teacher.constant_labels(encoding, self.model)
         d, c = out.disparity.float(), out.confidence.float()
         p = self.model.config.patch_size
         on_gt, on_pseudo = distillation_terms(d, c, gt, pseudo.float(), self.laplace)
@@ -214,16 +231,18 @@ class Engine:
                  + w.recon_right * terms["recon_right"])
         return {"loss": total, **terms}
 
-    def _pseudo_labels(self, left: Tensor, right: Tensor, gt: Tensor) -> Tensor:
-        """Teacher disparity of the unmasked pair; skipped where every GT pixel is finite or distillation is off.
+    def _teacher_encoding(self, left: Tensor, right: Tensor, gt: Tensor, step: int) -> PairEncoding | None:
+        """The teacher's features of the unmasked pair, or None when its labels cannot enter the loss.
 
-        The distillation loss uses pseudo labels only on pixels without finite GT, so with dense GT they cannot
+        None before ``teacher.start_step``, with distillation off, or where every GT pixel is finite: the
+        distillation loss uses pseudo labels only on pixels without finite GT, so with dense GT they cannot
         change the loss or its gradient (the term is exactly 0 either way); skipping saves the teacher forward.
         """
-        if self.cfg.madis.weights.distill == 0 or bool(torch.isfinite(gt).all()):
-            return torch.zeros_like(gt)
+        if (self.cfg.madis.weights.distill == 0 or not self.teacher.active(step)
+                or bool(torch.isfinite(gt).all())):
+            return None
         with record_function("train/teacher"):
-            return self.teacher.pseudo_labels(left, right, self.model)
+            return self.teacher.encode(left, right)
 
     # --- one optimiser step -----------------------------------------------------------------------
     def step(self, micro_batches: Sequence[dict[str, Any]], step: int, lr: float) -> StepResult:
@@ -249,7 +268,7 @@ class Engine:
             self.optimizer.zero_grad(set_to_none=True)
         if stepped and self.teacher is not None:
             with record_function("train/ema"):
-                self.teacher.update(self.model)
+                self.teacher.update(self.model, step)
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         return StepResult(losses, lr, skipped=not stepped, grad_norm=norm, overflow=overflow, loss_scale=scale)
 

@@ -70,10 +70,11 @@ def distillation_terms(disparity: Tensor, confidence: Tensor, gt: Tensor, pseudo
     """(mean_{finite GT} lap(gt), mean_{non-finite GT} lap(pseudo)) from one per-pixel pass.
 
     The first term equals :func:`gt_loss`, so a MaDis step computes the Laplacian loss once for both.
-    ``pseudo`` is the teacher's disparity (detached here).
+    ``pseudo`` is the teacher's disparity; gradients flow into it where it has them (the public MaDis code:
+    the student's decoder and head produced it), so detach it for constant labels.
     """
     valid = torch.isfinite(gt)
-    nll = laplacian_nll(torch.where(valid, gt, pseudo.detach()), disparity, confidence, params)
+    nll = laplacian_nll(torch.where(valid, gt, pseudo), disparity, confidence, params)
     return masked_mean(nll, valid), masked_mean(nll, ~valid)
 
 
@@ -81,8 +82,8 @@ def distillation_loss(disparity: Tensor, confidence: Tensor, gt: Tensor, pseudo:
                       params: LaplaceParams = LaplaceParams()) -> Tensor:
     """L_distill = mean_{finite GT} lap(gt) + mean_{non-finite GT} lap(pseudo).
 
-    ``pseudo`` is the teacher's disparity (detached here). As in the public MaDis code, GT pixels are counted
-    here as well as in :func:`gt_loss`.
+    ``pseudo`` is the teacher's disparity (gradients flow into it, see :func:`distillation_terms`). As in the
+    public MaDis code, GT pixels are counted here as well as in :func:`gt_loss`.
     """
     on_gt, on_pseudo = distillation_terms(disparity, confidence, gt, pseudo, params)
     return on_gt + on_pseudo

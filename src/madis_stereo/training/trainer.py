@@ -63,6 +63,7 @@ from madis_stereo.training.progress import TrainConsole
 from madis_stereo.training.rendering import DeviceBatches
 from madis_stereo.training.runlog import RunLogger
 from madis_stereo.training.schedule import lr_at
+from madis_stereo.training.teacher import check_teacher_start
 from madis_stereo.training.validation import validate
 from madis_stereo.utils.files import atomic_write_bytes
 
@@ -101,23 +102,34 @@ class TrainResult:
 
 def build_student(cfg: TrainConfig) -> StereoModel:
     """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``
-    (``bundled`` or ``default``: the package's weights, whose architecture the model section must match)."""
+    (``bundled`` or ``default``: the package's weights, whose architecture the model section must match).
+
+    Refuses (ConfigError) a full-network teacher that would start from the student's untrained head.
+    """
+    model, head_trained = _initial_student(cfg)
+    if cfg.madis.enabled:
+        check_teacher_start(cfg.teacher.scope, cfg.teacher.start_step, head_trained, cfg.model.init)
+    return model.train()
+
+
+def _initial_student(cfg: TrainConfig) -> tuple[StereoModel, bool]:
+    """(student, whether its DPT head is trained): random init and CroCo v2 pretraining have a new head."""
     init = cfg.model.init
     if init is None:
-        return StereoModel(cfg.model.arch)
+        return StereoModel(cfg.model.arch), False
     if init.startswith("<") or not init.strip():
         raise ConfigError(f"model.init is not set ({init}); pass model.init= a CroCo v2 pretraining checkpoint "
                           "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path), one of ours, "
                           "or bundled (the package's weights)")
     if init in BUNDLED_NAMES or (Path(init).is_file() and Path(init).resolve() == default_model_path().resolve()):
-        return _bundled_student(cfg)
+        return _bundled_student(cfg), True
     if not is_url(init) and init not in MODELS and not Path(init).is_file():
         raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL or registered name)")
-    model = load_model(init, config_overrides=cfg.model.arch.to_dict())
+    model, metadata = load_model(init, config_overrides=cfg.model.arch.to_dict(), return_metadata=True)
     if model.config != cfg.model.arch:
         raise CheckpointError(f"{init}: its architecture does not match the model section of the config")
     log.info("student initialised from %s", init)
-    return model.train()
+    return model, metadata.get("source") != "croco_pretrain"
 
 
 def _bundled_student(cfg: TrainConfig) -> StereoModel:

@@ -12,10 +12,13 @@ CHECKPOINT_HELP = "a .safetensors or CroCo(-Stereo)/MaDis .pth file, a registere
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--checkpoint, --device, --bf16, --crop, --overlap, --tile-batch, --blend, --compile."""
+    """--checkpoint, --device, --precision (--bf16), --crop, --overlap, --tile-batch, --blend, --compile."""
     p.add_argument("--checkpoint", help=CHECKPOINT_HELP + " (default: the bundled model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda if available)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
+                   help="arithmetic precision (default auto: bf16 on GPUs that have it; on a CPU the faster of "
+                   "fp32 and bf16, measured once per machine and cached)")
+    p.add_argument("--bf16", action="store_true", help="same as --precision bf16")
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="tile size (default: training crop)")
     p.add_argument("--overlap", type=float, default=0.7, help="tile overlap in [0, 1) (default 0.7)")
     p.add_argument("--tile-batch", type=int, default=1, help="tiles per forward pass (default 1)")
@@ -100,9 +103,18 @@ def dataset_spec(name: str, root: Any, split: str | None, overrides: list[str]) 
     return {**spec, **options}
 
 
+def precision_arg(args: argparse.Namespace) -> str:
+    """--precision, with --bf16 as its alias (ConfigError when the two disagree); default "auto"."""
+    from madis_stereo.errors import ConfigError
+
+    if args.bf16 and args.precision not in (None, "bf16"):
+        raise ConfigError(f"--bf16 contradicts --precision {args.precision}; give one of them")
+    return "bf16" if args.bf16 else (args.precision or "auto")
+
+
 def predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"crop": args.crop, "overlap": args.overlap, "device": cli_device(args),
-            "precision": "bf16" if args.bf16 else "fp32", "tile_batch": args.tile_batch,
+            "precision": precision_arg(args), "tile_batch": args.tile_batch,
             "compile": getattr(args, "compile", False), "blend": args.blend}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # the CLI imports torch only when a command runs
     import numpy as np
 
     from madis_stereo.app.outputs import OutputOptions
+    from madis_stereo.app.pairs import StereoPair
     from madis_stereo.geometry.camera import Camera
     from madis_stereo.geometry.rectify import Rectifier
     from madis_stereo.inference.predictor import Predictor
@@ -25,7 +27,7 @@ FORMATS_HELP = (
     "comma-separated outputs: color (coloured disparity PNG), png16 (KITTI uint16 PNG, d*256), pfm, npy "
     "(float32 disparity), depth (Z = baseline*f/(d+doffs) in the baseline's unit: mm for Middlebury/ETH3D "
     "calib.txt; PFM or NPY, +inf invalid), ply (coloured binary point cloud, same unit), conf (certainty "
-    "1 - sigmoid(c/3) as 8-bit PNG, white = sure). Default: color"
+    "1 - sigmoid(c/b), b the model's laplace_b, as 8-bit PNG, white = sure). Default: color"
 )
 
 
@@ -40,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_model_arguments(p)
     p.add_argument("--onnx", metavar="MODEL.onnx",
                    help="run an exported ONNX model with onnxruntime (CPU; --device cuda needs onnxruntime-gpu)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="pairs per forward pass: consecutive pairs of one size are predicted together (default 1; "
+                   "use 8 or more on a GPU)")
     p.add_argument("--format", default="color", help=FORMATS_HELP)
     p.add_argument("--vmin", type=float, default=0.0, help="colour range start of the color PNG (default 0)")
     p.add_argument("--vmax", type=float, default=None,
@@ -100,9 +105,11 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         if args.checkpoint:
             raise ConfigError("give either --checkpoint or --onnx, not both")
         common.check_tiling_args(args)
+        if common.precision_arg(args) not in ("auto", "fp32"):
+            raise ConfigError("--onnx runs the exported model in fp32; drop --precision/--bf16")
         model = OnnxStereoModel(args.onnx, providers=onnx_providers(args.device))
-        return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", tile_batch=args.tile_batch,
-                         blend=args.blend)
+        return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", precision="fp32",
+                         tile_batch=args.tile_batch, blend=args.blend)
     return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
 
 
@@ -195,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
     if options.needs_camera and args.calib not in (None, "auto"):
         _camera_for(args, Path(args.calib), cameras)  # a missing or bad file stops before any work
     predictor = _predictor(args)
-    log.info("%d pair(s) -> %s (formats %s; crop %dx%d, overlap %.2f, %s)", len(pairs), args.out, ",".join(formats),
-             *predictor.crop, predictor.overlap, predictor.device)
+    log.info("%d pair(s) -> %s (formats %s; crop %dx%d, overlap %.2f, %s, %s)", len(pairs), args.out,
+             ",".join(formats), *predictor.crop, predictor.overlap, predictor.device, predictor.precision)
     if "color" in formats:
         top = f"{args.vmax:g}" if args.vmax is not None else "the first pair's 99th percentile"
         log.info("color PNGs: disparity %g px (dark blue) to %s (dark red); each PNG states its range in its "
@@ -205,33 +212,58 @@ def run(args: argparse.Namespace) -> int:
         unit = (f"{rectifier.calibration.unit} (the calibration's T), original left camera" if rectifier
                 else "mm (calib.txt)" if args.calib else "the unit of --baseline")
         log.info("depth and point coordinates are in %s", unit)
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {args.batch}")
     failures: list[str] = []
     started = time.perf_counter()
-    bar = common.progress(pairs, len(pairs), "predict", "pair", disable=args.quiet)
+    bar = common.progress(None, len(pairs), "predict", "pair", disable=args.quiet)
+
+    def fail(pair: StereoPair, err: Exception) -> None:
+        line = f"{pair.left} + {pair.right}: {first_line(err)}"
+        failures.append(line)
+        bar.write(f"madis-stereo predict: error: {line}", file=sys.stderr)
+
     try:
-        for pair in bar:
-            try:
-                left, right = rgb_pair(pair.left, pair.right)
-                if rectifier is not None:
-                    rect = rectifier.rectify(left, right)
-                    camera = rectifier.view(left.shape[1], left.shape[0])
-                    sequence.check_rectification((left, right), rect)
-                else:
-                    rect = (left, right)
-                    camera = _camera_for(args, pair.left, cameras) if options.needs_camera else None
-                pred = predictor(*rect)
-                sequence.fix_range(pred.disparity)
-                write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, sequence.options, camera,
-                              laplace_b=pred.laplace_b)
-                sequence.add_frame(rect[0], pred.disparity)
-            except (ValueError, OSError) as err:
-                line = f"{pair.left} + {pair.right}: {first_line(err)}"
-                failures.append(line)
-                bar.write(f"madis-stereo predict: error: {line}", file=sys.stderr)
+        for start in range(0, len(pairs), args.batch):
+            loaded = []  # (pair, raw left, rectified pair, camera) of the pairs that could be read
+            for pair in pairs[start : start + args.batch]:
+                try:
+                    left, right = rgb_pair(pair.left, pair.right)
+                    if rectifier is not None:
+                        rect = rectifier.rectify(left, right)
+                        camera = rectifier.view(left.shape[1], left.shape[0])
+                        sequence.check_rectification((left, right), rect)
+                    else:
+                        rect = (left, right)
+                        camera = _camera_for(args, pair.left, cameras) if options.needs_camera else None
+                    loaded.append((pair, left, rect, camera))
+                except (ValueError, OSError) as err:
+                    fail(pair, err)
+                    bar.update(1)
+            # consecutive pairs of one size share the forward passes (--batch); frames stay in order
+            for _, group in itertools.groupby(loaded, key=lambda item: item[2][0].shape):
+                group = list(group)
+                try:
+                    predictions = predictor.predict_batch([rect for _, _, rect, _ in group])
+                except (ValueError, OSError) as err:
+                    for pair, *_ in group:
+                        fail(pair, err)
+                    bar.update(len(group))
+                    continue
+                for (pair, left, rect, camera), pred in zip(group, predictions):
+                    try:
+                        sequence.fix_range(pred.disparity)
+                        write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, sequence.options,
+                                      camera, laplace_b=pred.laplace_b)
+                        sequence.add_frame(rect[0], pred.disparity)
+                    except (ValueError, OSError) as err:
+                        fail(pair, err)
+                    bar.update(1)
     except BaseException:
         if sequence.video is not None:
             sequence.video.abort()
         raise
+    bar.close()
     video = sequence.video.close() if sequence.video is not None else None
     seconds = time.perf_counter() - started
     done = len(pairs) - len(failures)
