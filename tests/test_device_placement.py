@@ -41,7 +41,7 @@ def test_a_stray_factory_call_is_caught():
 
 
 def test_renderer_and_device_augmentation_create_every_tensor_on_their_device():
-    augment = AugmentConfig(crop=(32, 64), scale_prob=0, color_prob=1, right_perturb_prob=1, vflip_prob=0.5)
+    augment = AugmentConfig(crop=(32, 64), scale_prob=0, jitter_prob=1, right_perturb_prob=1, vflip_prob=0.5)
     batches = DeviceBatches(WORLD, 2, ahead=2, atlas_refresh=4, augment=augment)  # a new atlas on the way
     occluding = DeviceRenderer(dataclasses.replace(WORLD, occlusion_mask=True), 2)
     scene, noise_seed = occluding.sample(0)
