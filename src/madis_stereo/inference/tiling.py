@@ -72,16 +72,17 @@ def check_tiling(crop: Sequence[int], overlap: float, tile_batch: int = 1) -> tu
     return win_h, win_w
 
 
-def tile_taper(offsets: Sequence[int], window: int, size: int) -> list[Tensor]:
+def tile_taper(offsets: Sequence[int], window: int, size: int, device: torch.device | None = None) -> list[Tensor]:
     """Per-window 1-D taper along one axis: a raised cosine sin^2 over ``margin`` pixels at each edge that
     lies inside the image, 1 elsewhere. ``margin`` is half the smallest overlap of neighbouring windows, so
     every pixel keeps a full-weight window; the taper never reaches 0 (its first value is sin^2(pi/4m))."""
     strides = [b - a for a, b in zip(offsets, offsets[1:])]
     margin = (window - max(strides)) // 2 if strides else 0
-    ramp = torch.sin(0.5 * math.pi * (torch.arange(margin, dtype=torch.float32) + 0.5) / max(margin, 1)) ** 2
+    steps = torch.arange(margin, dtype=torch.float32, device=device)
+    ramp = torch.sin(0.5 * math.pi * (steps + 0.5) / max(margin, 1)) ** 2
     tapers = []
     for offset in offsets:
-        taper = torch.ones(window)
+        taper = torch.ones(window, device=device)
         if margin > 0 and offset > 0:
             taper[:margin] = ramp
         if margin > 0 and offset + window < size:
@@ -139,9 +140,9 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
     tiles = [(y, x) for y in rows for x in cols]
     log_taper: dict[tuple[int, int], Tensor] = {}
     if blend == "taper":
-        taper_y = dict(zip(rows, tile_taper(rows, win_h, big_h)))
-        taper_x = dict(zip(cols, tile_taper(cols, win_w, big_w)))
-        log_taper = {(y, x): torch.log(taper_y[y][:, None] * taper_x[x][None, :]).to(left.device) for y, x in tiles}
+        taper_y = dict(zip(rows, tile_taper(rows, win_h, big_h, left.device)))
+        taper_x = dict(zip(cols, tile_taper(cols, win_w, big_w, left.device)))
+        log_taper = {(y, x): torch.log(taper_y[y][:, None] * taper_x[x][None, :]) for y, x in tiles}
     for start in range(0, len(tiles), tile_batch):
         chunk = tiles[start : start + tile_batch]
         crops_l = torch.cat([left[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
