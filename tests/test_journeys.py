@@ -292,3 +292,75 @@ def test_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith(f"madis-stereo {madis_stereo.__version__} (Python ")
+
+
+# --- tile blending without seams ----------------------------------------------------------------------------
+
+
+class _TileConstant(torch.nn.Module):
+    """Each window predicts one constant: its left crop's mean (windows disagree, as real ones do a little)."""
+
+    def forward(self, left, right):
+        from madis_stereo.model.network import StereoOutput
+
+        b, _, h, w = left.shape
+        value = left.mean(dim=(1, 2, 3)).view(b, 1, 1, 1)
+        return StereoOutput(value.expand(b, 1, h, w).clone(), torch.zeros(b, 1, h, w))
+
+
+def test_taper_blend_leaves_no_seam_where_windows_end():
+    from madis_stereo.inference.tiling import tiled_predict
+
+    left = torch.linspace(0, 40, 256).view(1, 1, 1, 256).expand(1, 3, 64, 256).contiguous()
+    croco, _ = tiled_predict(_TileConstant(), left, left, crop=(64, 128), overlap=0.5, blend="croco")
+    taper, _ = tiled_predict(_TileConstant(), left, left, crop=(64, 128), overlap=0.5)
+    jumps = {name: (d[0, 0, 0, 1:] - d[0, 0, 0, :-1]).abs() for name, d in (("croco", croco), ("taper", taper))}
+    step = 40 * 64 / 255  # neighbouring windows' means differ by this; CroCo's blend jumps by up to all of it
+    assert jumps["croco"].max() == pytest.approx(step, rel=1e-4)
+    assert set(torch.nonzero(jumps["croco"] > 1).flatten().tolist()) == {63, 127, 191}  # the window edges
+    assert jumps["taper"].max() < step / 8  # continuous: the largest step is the raised cosine's slope
+    assert taper[0, 0, 0, 0] == croco[0, 0, 0, 0] and taper[0, 0, 0, -1] == croco[0, 0, 0, -1]  # image borders
+    with pytest.raises(InputError, match="blend .--blend. must be one of taper, croco"):
+        tiled_predict(_TileConstant(), left, left, crop=(64, 128), blend="linear")
+
+
+def test_color_png_states_its_range_and_draws_a_legend(ckpt, tmp_path):
+    from PIL import Image
+
+    left, right = write_pair(tmp_path, "scene", height=40, width=70)
+    proc = cli("predict", left, right, "-o", tmp_path / "a", "--checkpoint", ckpt, "--device", "cpu",
+               "--format", "color,npy")
+    assert proc.returncode == 0, proc.stderr
+    assert "color PNGs: disparity 0 px (dark blue) to the first pair's 99th percentile (dark red)" in proc.stderr
+    disparity = np.load(tmp_path / "a" / "scene_left.npy")
+    with Image.open(tmp_path / "a" / "scene_left_color.png") as png:
+        assert png.size == (70, 40)
+        vmin, vmax = map(float, png.text["disparity_range"].split())
+        assert "dark blue" in png.text["Comment"]
+    assert vmin == 0 and vmax == pytest.approx(np.percentile(disparity, 99), rel=1e-5)
+    proc = cli("predict", left, right, "-o", tmp_path / "b", "--checkpoint", ckpt, "--device", "cpu",
+               "--vmax", "20", "--legend")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "b" / "scene_left_color.png") as png:
+        assert png.size == (70, 40 + 28) and png.text["disparity_range"] == "0 20"
+        bar = np.asarray(png.convert("RGB"))[40:54]
+    assert (bar[:, 0] != bar[:, -1]).any() and (bar[:, :1] == bar[:1, :1]).all()  # a ramp along x
+
+
+# --- fine-tuning the bundled model by name -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["bundled", "default"])
+def test_model_init_names_the_bundled_model(name):
+    import madis_stereo as ms
+    from madis_stereo.errors import ConfigError
+    from madis_stereo.training import load_train_config
+    from madis_stereo.training.trainer import build_student
+
+    cfg = load_train_config({"model": {"preset": "small", "crop": [64, 128], "init": name}})
+    student = build_student(cfg)
+    bundled = ms.load_default_model()
+    assert student.config.crop == (64, 128)
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), bundled.state_dict().values()))
+    with pytest.raises(ConfigError, match="model.init=bundled: the model section differs from the bundled model"):
+        build_student(load_train_config({"model": {"preset": "tiny", "init": name}}))

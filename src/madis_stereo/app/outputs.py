@@ -86,7 +86,8 @@ def certainty_png(certainty: np.ndarray) -> np.ndarray:
 class OutputOptions:
     """Settings of :func:`write_outputs`.
 
-    ``vmin``/``vmax``: fixed colour range of the ``color`` PNG (None = 0 and the 99th percentile);
+    ``vmin``/``vmax``: fixed colour range of the ``color`` PNG (None = 0 and the 99th percentile), stored in
+    each PNG's text chunk ``disparity_range``; ``legend`` appends a labelled colour bar below the image;
     ``depth_format``: "pfm" or "npy"; ``max_depth`` / ``min_certainty``: point-cloud filters (the latter on
     :func:`certainty`, 0..1).
     """
@@ -94,6 +95,7 @@ class OutputOptions:
     formats: tuple[str, ...] = ("color",)
     vmin: float | None = 0.0
     vmax: float | None = None
+    legend: bool = False
     depth_format: str = "pfm"
     max_depth: float | None = None
     min_certainty: float | None = None
@@ -132,7 +134,7 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
     :class:`~madis_stereo.geometry.rectify.RectifiedView` for a pair rectified from raw images (depth and
     points then lie in the original left camera; ``image`` is the original left image).
     """
-    from madis_stereo.app.visualize import colorize_disparity, save_png
+    from madis_stereo.app.visualize import color_legend, color_range, colorize_disparity, save_png
     from madis_stereo.data.formats import write_kitti_disparity, write_pfm
 
     if options.needs_camera and camera is None:
@@ -144,7 +146,14 @@ def write_outputs(out_dir: str | os.PathLike, name: str, disparity: np.ndarray, 
     for fmt in options.formats:
         path = Path(f"{base}{FORMATS[fmt]}")
         if fmt == "color":
-            save_png(path, colorize_disparity(disparity, vmin=options.vmin, vmax=options.vmax))
+            vmin, vmax = color_range(disparity, options.vmin, options.vmax)
+            colored = colorize_disparity(disparity, vmin=vmin, vmax=vmax)
+            if options.legend:
+                colored = np.concatenate([colored, color_legend(colored.shape[1], vmin, vmax)], axis=0)
+            save_png(path, colored, text={
+                "disparity_range": f"{vmin:.6g} {vmax:.6g}",
+                "Comment": f"disparity in pixels coloured from {vmin:.4g} (dark blue) over cyan, green, yellow to "
+                           f"{vmax:.4g} (dark red), clipped at both ends; black = no estimate"})
         elif fmt == "png16":
             write_kitti_disparity(path, disparity)
         elif fmt == "pfm":

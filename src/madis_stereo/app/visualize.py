@@ -14,6 +14,8 @@ from madis_stereo.evaluation.metrics import D1_ABS, D1_REL, as_numpy
 from madis_stereo.utils.files import atomic_path
 
 __all__ = [
+    "color_legend",
+    "color_range",
     "colorize",
     "colorize_disparity",
     "confidence_image",
@@ -45,13 +47,7 @@ def colorize(values: np.ndarray, vmin: float | None = None, vmax: float | None =
     if values.ndim != 2:
         raise InputError(f"colorize expects an HxW array, got shape {values.shape}")
     finite = np.isfinite(values)
-    if vmin is None or vmax is None:
-        if finite.any():
-            lo, hi = np.percentile(values[finite], [1, 99])
-        else:
-            lo, hi = 0.0, 1.0
-        vmin = float(lo) if vmin is None else vmin
-        vmax = float(hi) if vmax is None else vmax
+    vmin, vmax = color_range(values, vmin, vmax)
     span = max(float(vmax) - float(vmin), 1e-6)
     t = np.clip((np.where(finite, values, vmin) - vmin) / span, 0.0, 1.0) * (len(_RAMP) - 1)
     i0 = np.floor(t).astype(np.int64)
@@ -60,6 +56,34 @@ def colorize(values: np.ndarray, vmin: float | None = None, vmax: float | None =
     rgb = _RAMP[i0] * (1 - w) + _RAMP[i1] * w
     rgb[~finite] = invalid_color
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def color_range(values: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> tuple[float, float]:
+    """The (vmin, vmax) that :func:`colorize` maps onto its ramp: the given ends, the missing ones from the
+    1st / 99th percentiles of the finite values (0, 1 when there are none)."""
+    if vmin is None or vmax is None:
+        finite = np.isfinite(values)
+        lo, hi = np.percentile(values[finite], [1, 99]) if finite.any() else (0.0, 1.0)
+        vmin = float(lo) if vmin is None else vmin
+        vmax = float(hi) if vmax is None else vmax
+    return float(vmin), float(vmax)
+
+
+def color_legend(width: int, vmin: float, vmax: float, unit: str = "px", height: int = 28) -> np.ndarray:
+    """A ``height`` x ``width`` colour bar of the ramp from ``vmin`` (left) to ``vmax`` (right), labelled with
+    both ends and the middle value, to append below an image coloured with the same range."""
+    import cv2
+
+    bar_h = height // 2
+    ramp = colorize(np.tile(np.linspace(vmin, vmax, width, dtype=np.float32), (bar_h, 1)), vmin, vmax)
+    text = np.zeros((height - bar_h, width, 3), np.uint8)
+    labels = [(f"{vmin:.3g} {unit}", 0), (f"{(vmin + vmax) / 2:.3g}", 1), (f"{vmax:.3g} {unit}", 2)]
+    for label, where in labels:
+        (text_w, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+        x = (0, (width - text_w) // 2, width - text_w - 1)[where]
+        cv2.putText(text, label, (max(0, x), height - bar_h - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255),
+                    1, cv2.LINE_AA)
+    return np.concatenate([ramp, text], axis=0)
 
 
 def colorize_disparity(disparity: np.ndarray, vmin: float | None = 0.0, vmax: float | None = None) -> np.ndarray:
@@ -162,8 +186,9 @@ def side_by_side(images: Sequence[Any], labels: Sequence[str] | None = None, *, 
     return sheet
 
 
-def save_png(path: str | os.PathLike, image: Any) -> Path:
-    """Write a uint8 (HxW, HxWx3 RGB, HxWx4 RGBA) or uint16 HxW image as PNG, atomically.
+def save_png(path: str | os.PathLike, image: Any, text: Mapping[str, str] | None = None) -> Path:
+    """Write a uint8 (HxW, HxWx3 RGB, HxWx4 RGBA) or uint16 HxW image as PNG, atomically; ``text`` goes into
+    the file's tEXt chunks (e.g. the colour range, readable with PIL's ``Image.open(path).text``).
 
     The file appears complete or not at all: it is written to a temporary file in the same folder and
     renamed over ``path`` (no temporary file is left behind, also on error). Parent folders are created.
@@ -175,9 +200,14 @@ def save_png(path: str | os.PathLike, image: Any) -> Path:
         image.dtype == np.uint16 and image.ndim == 2)
     if not ok:
         raise InputError(f"save_png takes uint8 HxW/HxWx3/HxWx4 or uint16 HxW, got {image.dtype} {image.shape}")
+    from PIL.PngImagePlugin import PngInfo
+
     pil = Image.fromarray(image)
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
     with atomic_path(path) as tmp:
-        pil.save(tmp, format="PNG")
+        pil.save(tmp, format="PNG", pnginfo=info)
     return Path(path)
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from madis_stereo.errors import InputError
 from madis_stereo.inference.precision import autocast, check_precision, resolve_precision
-from madis_stereo.inference.tiling import check_tiling, tiled_predict
+from madis_stereo.inference.tiling import check_blend, check_tiling, tiled_predict
 from madis_stereo.model.borrow import eval_mode, model_device, on_device
 from madis_stereo.model.config import parse_conf_mode
 from madis_stereo.model.preprocess import normalize
@@ -98,14 +98,16 @@ class Predictor:
     ``precision`` is "auto" (the faster of fp32 and bf16 on the device, see
     :func:`~madis_stereo.inference.precision.resolve_precision`), "fp32", "bf16" or "fp16" (autocast);
     after construction ``precision`` holds the resolved one and ``precision_reason`` why it was chosen.
-    ``crop`` defaults to the model's training crop; ``compile`` wraps the model in ``torch.compile``.
+    ``crop`` defaults to the model's training crop; ``compile`` wraps the model in ``torch.compile``;
+    ``blend`` is ``taper`` (default, no seams where a window ends) or ``croco`` (CroCo-Stereo's blend), see
+    :mod:`madis_stereo.inference.tiling`.
     The caller's model is left as it was: each call runs it in eval mode and restores its mode, and a
     ``device`` other than the model's gets a copy of the model.
     """
 
     def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
                  conf_mode: str | None = None, device: str | torch.device | None = None,
-                 precision: str = "auto", tile_batch: int = 1, compile: bool = False) -> None:
+                 precision: str = "auto", tile_batch: int = 1, compile: bool = False, blend: str = "taper") -> None:
         config = getattr(model, "config", None)
         self.crop = check_tiling(crop or (config.crop if config else (352, 704)), overlap, tile_batch)
         self.conf_mode = conf_mode or (config.conf_mode if config else "conf_expsigmoid_15_3")
@@ -122,6 +124,7 @@ class Predictor:
         if precision == "auto":
             log.info("precision %s (%s)", choice.precision, choice.reason)
         self.tile_batch = tile_batch
+        self.blend = check_blend(blend)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)
@@ -147,7 +150,7 @@ class Predictor:
         right = torch.cat([t[1] for t in tensors])
         with self.autocast(), eval_mode(self.model):
             disp, conf = tiled_predict(self.model, left, right, self.crop, self.overlap, self.conf_mode,
-                                       self.tile_batch)
+                                       self.tile_batch, self.blend)
         disp, conf = disp.float().cpu().numpy(), conf.float().cpu().numpy()
         return [Prediction(disp[i, 0], conf[i], self.laplace_b) for i in range(len(tensors))]
 

@@ -11,6 +11,16 @@ The blend is computed from the log-weights relative to each pixel's largest one 
 the tiles), which gives the same weighted mean without overflow: ``exp(-B * c)`` alone is inf in float32
 for ``c < -88 / B`` and would turn a very confident tile into NaN.
 
+Blend modes (``blend``):
+
+- ``taper`` (default): the confidence weight times a spatial taper that falls smoothly towards 0 at every
+  window edge that lies inside the image (a raised cosine over half the smallest overlap between
+  neighbouring windows; edges on the image border keep full weight). A window's prediction near its own
+  edge, where it saw the least context, then hands over continuously to its neighbours', so no seam is
+  left where a window ends.
+- ``croco``: the confidence weight alone, as CroCo-Stereo blends (abrupt where a window ends; kept for
+  parity with the reference code).
+
 Images smaller than the window are upscaled (bicubic) by ``max(win_w / W, win_h / H)`` first; the
 disparity is resized back and divided by the x-scale.
 """
@@ -29,7 +39,10 @@ from madis_stereo.errors import InputError
 from madis_stereo.model.config import parse_conf_mode
 from madis_stereo.model.network import check_pair
 
-__all__ = ["check_tiling", "tile_log_weights", "tile_offsets", "tiled_predict"]
+__all__ = ["BLEND_MODES", "check_blend", "check_tiling", "tile_log_weights", "tile_offsets", "tile_taper",
+           "tiled_predict"]
+
+BLEND_MODES = ("taper", "croco")
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
@@ -59,6 +72,31 @@ def check_tiling(crop: Sequence[int], overlap: float, tile_batch: int = 1) -> tu
     return win_h, win_w
 
 
+def tile_taper(offsets: Sequence[int], window: int, size: int, device: torch.device | None = None) -> list[Tensor]:
+    """Per-window 1-D taper along one axis: a raised cosine sin^2 over ``margin`` pixels at each edge that
+    lies inside the image, 1 elsewhere. ``margin`` is half the smallest overlap of neighbouring windows, so
+    every pixel keeps a full-weight window; the taper never reaches 0 (its first value is sin^2(pi/4m))."""
+    strides = [b - a for a, b in zip(offsets, offsets[1:])]
+    margin = (window - max(strides)) // 2 if strides else 0
+    steps = torch.arange(margin, dtype=torch.float32, device=device)
+    ramp = torch.sin(0.5 * math.pi * (steps + 0.5) / max(margin, 1)) ** 2
+    tapers = []
+    for offset in offsets:
+        taper = torch.ones(window, device=device)
+        if margin > 0 and offset > 0:
+            taper[:margin] = ramp
+        if margin > 0 and offset + window < size:
+            taper[window - margin :] = torch.minimum(taper[window - margin :], ramp.flip(0))
+        tapers.append(taper)
+    return tapers
+
+
+def check_blend(blend: str) -> str:
+    if blend not in BLEND_MODES:
+        raise InputError(f"blend (--blend) must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
+    return blend
+
+
 def tile_log_weights(conf: Tensor, conf_mode: str) -> Tensor:
     """Per-pixel log of a tile's blending weight from its confidence logit (finite for finite ``conf``)."""
     kind, beta, beta_s = parse_conf_mode(conf_mode)
@@ -70,13 +108,14 @@ def tile_log_weights(conf: Tensor, conf_mode: str) -> Tensor:
 @torch.inference_mode()
 def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Sequence[int] = (352, 704),
                   overlap: float = 0.7, conf_mode: str = "conf_expsigmoid_15_3",
-                  tile_batch: int = 1) -> tuple[Tensor, Tensor]:
+                  tile_batch: int = 1, blend: str = "taper") -> tuple[Tensor, Tensor]:
     """Disparity of normalised images of any size by blending overlapping window predictions.
 
     Args:
         left, right: ImageNet-normalised [B, 3, H, W] tensors.
         crop: window (height, width), multiples of 32 (the model's training crop).
         tile_batch: how many windows go through the model at once.
+        blend: ``taper`` (no seams where windows end) or ``croco`` (CroCo-Stereo's blend); module docstring.
 
     Returns:
         disparity [B, 1, H, W] and the blended confidence logit [B, H, W] (float32).
@@ -84,6 +123,7 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
     check_pair(left, right, multiple=1)
     win_h, win_w = check_tiling(crop, overlap, tile_batch)
     parse_conf_mode(conf_mode)  # validates the mode before any work
+    check_blend(blend)
     batch, _, height, width = left.shape
     scale = 1.0
     if height < win_h or width < win_w:
@@ -96,7 +136,13 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
     acc_w = torch.zeros(batch, big_h, big_w, device=left.device)  # weights relative to acc_max
     acc_c = torch.zeros(batch, big_h, big_w, device=left.device)
     acc_max = torch.full((batch, big_h, big_w), -math.inf, device=left.device)  # largest log-weight so far
-    tiles = [(y, x) for y in tile_offsets(big_h, win_h, overlap) for x in tile_offsets(big_w, win_w, overlap)]
+    rows, cols = tile_offsets(big_h, win_h, overlap), tile_offsets(big_w, win_w, overlap)
+    tiles = [(y, x) for y in rows for x in cols]
+    log_taper: dict[tuple[int, int], Tensor] = {}
+    if blend == "taper":
+        taper_y = dict(zip(rows, tile_taper(rows, win_h, big_h, left.device)))
+        taper_x = dict(zip(cols, tile_taper(cols, win_w, big_w, left.device)))
+        log_taper = {(y, x): torch.log(taper_y[y][:, None] * taper_x[x][None, :]) for y, x in tiles}
     for start in range(0, len(tiles), tile_batch):
         chunk = tiles[start : start + tile_batch]
         crops_l = torch.cat([left[:, :, y : y + win_h, x : x + win_w] for y, x in chunk])
@@ -106,9 +152,10 @@ def tiled_predict(model: torch.nn.Module, left: Tensor, right: Tensor, crop: Seq
         log_w = tile_log_weights(conf, conf_mode).clamp(-FLOAT32_MAX, FLOAT32_MAX)  # +-inf logits stay usable
         for j, (y, x) in enumerate(chunk):
             sl, ys, xs = slice(j * batch, (j + 1) * batch), slice(y, y + win_h), slice(x, x + win_w)
+            tile_log_w = log_w[sl] + log_taper[y, x] if log_taper else log_w[sl]
             old_max = acc_max[:, ys, xs]
-            new_max = torch.maximum(old_max, log_w[sl])
-            rescale, weight = torch.exp(old_max - new_max), torch.exp(log_w[sl] - new_max)
+            new_max = torch.maximum(old_max, tile_log_w)
+            rescale, weight = torch.exp(old_max - new_max), torch.exp(tile_log_w - new_max)
             acc_disp[:, :, ys, xs] = acc_disp[:, :, ys, xs] * rescale[:, None] + disp[sl] * weight[:, None]
             acc_w[:, ys, xs] = acc_w[:, ys, xs] * rescale + weight
             acc_c[:, ys, xs] = acc_c[:, ys, xs] * rescale + conf[sl] * weight

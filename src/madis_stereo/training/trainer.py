@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "config.yaml"
 BEST_NAME = "best.safetensors"
 BUNDLED_INIT = "bundled"  # model.init value: the package's default weights
+BUNDLED_NAMES = (BUNDLED_INIT, "default")  # the names model.init takes for them
 # With a time budget the run length is fitted from the measured pace at these steps (the pace counted from
 # step BUDGET_PACE_START, after data-loader start-up, or from the previous fit); fixed after the last one.
 BUDGET_PACE_START = 10
@@ -101,7 +102,7 @@ class TrainResult:
 
 def build_student(cfg: TrainConfig) -> StereoModel:
     """The student of ``model.arch``: random (seeded by the caller) or loaded from ``model.init``
-    (``bundled``: the package's default weights, whose architecture the model section must match).
+    (``bundled`` or ``default``: the package's weights, whose architecture the model section must match).
 
     Refuses (ConfigError) a full-network teacher that would start from the student's untrained head.
     """
@@ -120,7 +121,7 @@ def _initial_student(cfg: TrainConfig) -> tuple[StereoModel, bool]:
         raise ConfigError(f"model.init is not set ({init}); pass model.init= a CroCo v2 pretraining checkpoint "
                           "(e.g. the registered name CroCo_V2_ViTBase_BaseDecoder, a URL or a path), one of ours, "
                           "or bundled (the package's weights)")
-    if init == BUNDLED_INIT or (Path(init).is_file() and Path(init).resolve() == default_model_path().resolve()):
+    if init in BUNDLED_NAMES or (Path(init).is_file() and Path(init).resolve() == default_model_path().resolve()):
         return _bundled_student(cfg), True
     if not is_url(init) and init not in MODELS and not Path(init).is_file():
         raise ConfigError(f"model.init: checkpoint not found: {init} (a path, URL or registered name)")

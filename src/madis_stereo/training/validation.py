@@ -28,7 +28,10 @@ METRIC_KEYS = ("epe", "rmse", "bad_0.5", "bad_1", "bad_2", "bad_3", "bad_4", "d1
 
 def _image_tensor(image: Any) -> Tensor:
     """uint8 HxWx3 array or [3, H, W] tensor -> [1, 3, H, W]."""
-    t = torch.as_tensor(np.asarray(image)) if not isinstance(image, Tensor) else image
+    if not isinstance(image, Tensor):
+        array = np.asarray(image)  # images read from files may be read-only: torch wants writable memory
+        image = torch.from_numpy(array if array.flags.writeable else array.copy())
+    t = image
     if t.dim() == 3 and t.shape[-1] == 3 and t.shape[0] != 3:
         t = t.permute(2, 0, 1)
     return t[None]

@@ -96,7 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from madis_stereo.errors import first_line
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    intermixed = getattr(args, "intermixed", None)  # a positional list that may continue after options
+    if extra and intermixed and not any(item.startswith("-") for item in extra):
+        setattr(args, intermixed, [*getattr(args, intermixed), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.debug, args.quiet)
     try:
         return int(args.func(args) or 0)

@@ -12,7 +12,7 @@ CHECKPOINT_HELP = "a .safetensors or CroCo(-Stereo)/MaDis .pth file, a registere
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """--checkpoint, --device, --precision (--bf16), --crop, --overlap, --tile-batch, --compile."""
+    """--checkpoint, --device, --precision (--bf16), --crop, --overlap, --tile-batch, --blend, --compile."""
     p.add_argument("--checkpoint", help=CHECKPOINT_HELP + " (default: the bundled model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: cuda if available)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
@@ -22,6 +22,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="tile size (default: training crop)")
     p.add_argument("--overlap", type=float, default=0.7, help="tile overlap in [0, 1) (default 0.7)")
     p.add_argument("--tile-batch", type=int, default=1, help="tiles per forward pass (default 1)")
+    p.add_argument("--blend", choices=("taper", "croco"), default="taper",
+                   help="tile blend: taper (default; windows fade out at their edges, no seams) or croco "
+                        "(CroCo-Stereo's confidence-only blend)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on many pairs)")
 
 
@@ -112,7 +115,7 @@ def precision_arg(args: argparse.Namespace) -> str:
 def predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"crop": args.crop, "overlap": args.overlap, "device": cli_device(args),
             "precision": precision_arg(args), "tile_batch": args.tile_batch,
-            "compile": getattr(args, "compile", False)}
+            "compile": getattr(args, "compile", False), "blend": args.blend}
 
 
 def progress(iterable: Any, total: int | None, desc: str, unit: str, disable: bool = False) -> Any:

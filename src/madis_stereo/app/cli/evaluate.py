@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         report = {"dataset": config, "checkpoint": str(args.checkpoint or "bundled default"),
                   "settings": {"crop": list(predictor.crop), "overlap": predictor.overlap,
-                               "conf_mode": predictor.conf_mode, "precision": predictor.precision,
+                               "conf_mode": predictor.conf_mode, "blend": predictor.blend,
+                               "precision": predictor.precision,
                                "device": str(predictor.device)},
                   **result.to_dict()}
         atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode())

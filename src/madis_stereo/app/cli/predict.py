@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="also write an MP4 of each left image next to its coloured disparity, in input order "
                      "(needs the 'video' extra: imageio-ffmpeg, which ships its own ffmpeg)")
     seq.add_argument("--fps", type=float, default=10.0, help="frames per second of --video (default 10)")
+    p.add_argument("--legend", action="store_true",
+                   help="append a labelled colour bar below each color PNG (its range is always in the PNG's "
+                        "text chunk 'disparity_range')")
     geo = p.add_argument_group("geometry (depth, ply)")
     geo.add_argument("--calib", metavar="FILE",
                      help="Middlebury/ETH3D calib.txt (f and cx, cy from cam0, baseline in mm, doffs); 'auto' = "
@@ -106,7 +109,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
             raise ConfigError("--onnx runs the exported model in fp32; drop --precision/--bf16")
         model = OnnxStereoModel(args.onnx, providers=onnx_providers(args.device))
         return Predictor(model, crop=args.crop, overlap=args.overlap, device="cpu", precision="fp32",
-                         tile_batch=args.tile_batch)
+                         tile_batch=args.tile_batch, blend=args.blend)
     return Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
 
 
@@ -189,8 +192,9 @@ def run(args: argparse.Namespace) -> int:
     from madis_stereo.utils.console import duration, summary
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    options = OutputOptions(formats=formats, vmin=args.vmin, vmax=args.vmax, depth_format=args.depth_format,
-                            max_depth=args.max_depth, min_certainty=args.min_certainty)
+    options = OutputOptions(formats=formats, vmin=args.vmin, vmax=args.vmax, legend=args.legend,
+                            depth_format=args.depth_format, max_depth=args.max_depth,
+                            min_certainty=args.min_certainty)
     rectifier = _geometry_source(args, options)
     pairs = find_pairs(args.inputs)
     sequence = _Sequence(args, options, len(pairs))
@@ -200,6 +204,10 @@ def run(args: argparse.Namespace) -> int:
     predictor = _predictor(args)
     log.info("%d pair(s) -> %s (formats %s; crop %dx%d, overlap %.2f, %s, %s)", len(pairs), args.out,
              ",".join(formats), *predictor.crop, predictor.overlap, predictor.device, predictor.precision)
+    if "color" in formats:
+        top = f"{args.vmax:g}" if args.vmax is not None else "the first pair's 99th percentile"
+        log.info("color PNGs: disparity %g px (dark blue) to %s (dark red); each PNG states its range in its "
+                 "text chunk 'disparity_range'%s", args.vmin, top, "" if args.legend else " (--legend draws a bar)")
     if options.needs_camera:
         unit = (f"{rectifier.calibration.unit} (the calibration's T), original left camera" if rectifier
                 else "mm (calib.txt)" if args.calib else "the unit of --baseline")

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the recipe, then dotted overrides parsed as YAML values")
     parser.add_argument("--out", metavar="RUN_DIR", help="run folder (default: run.out_dir of the config)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its train_state.pt")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, intermixed="items")  # CONFIG --out DIR key=value works too
 
 
 def _split(items: list[str]) -> tuple[str | None, list[str]]:
