@@ -33,6 +33,14 @@ def _deterministic():
     yield
 
 
+@pytest.fixture(scope="module")
+def toy_folder(tmp_path_factory) -> dict:
+    """A ``folder`` dataset spec of 16 toy pairs on disk (PNG images, PFM disparities with inf holes)."""
+    from toy_stereo import write_toy_folder
+
+    return write_toy_folder(tmp_path_factory.mktemp("toy_folder"), 16)
+
+
 @pytest.fixture(scope="session")
 def croco_dir() -> Path:
     path = FIXTURES / "croco"

@@ -6,14 +6,12 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from toy_stereo import ToyStereo, toy_config, write_toy_folder
+from toy_stereo import ToyStereo, cli, subprocess_env, toy_config, write_toy_folder
 
 import madis_stereo as ms
 from madis_stereo.app.cli import EXIT_PREEMPTED
@@ -23,28 +21,7 @@ from madis_stereo.training.runlog import read_metrics
 from madis_stereo.training.state import load_train_state
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def toy_folder(tmp_path_factory) -> dict:
-    return write_toy_folder(tmp_path_factory.mktemp("toy_folder"), 16)
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "madis_stereo", *args]
-
-
-def subprocess_env() -> dict:
-    paths = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1"}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from tools_helpers import stereo_images
-from toy_stereo import ToyStereo, toy_config
+from toy_stereo import ToyStereo, batch_of, engine_for, toy_config
 
 import madis_stereo as ms
 from madis_stereo.errors import ConfigError
@@ -31,16 +31,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny(**changes) -> ms.StereoModel:
     torch.manual_seed(0)
     return ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128), **changes))
-
-
-def engine_for(**sections) -> Engine:
-    cfg = load_train_config(toy_config(**sections))
-    torch.manual_seed(0)
-    return Engine(ms.StereoModel(cfg.model.arch), cfg, CPU)
-
-
-def batch_of(dataset, indices=(0, 1)) -> dict:
-    return torch.utils.data.default_collate([dataset[i] for i in indices])
 
 
 # --- validation metrics and the best checkpoint ----------------------------------------------------------

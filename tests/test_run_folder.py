@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
-from test_training import cli, subprocess_env, train_losses, write_config
+from test_training import train_losses, write_config
 from tools_helpers import cli as cli_in_process
-from toy_stereo import toy_config, write_toy_folder
+from toy_stereo import cli, subprocess_env, toy_config, write_toy_folder
 
 from madis_stereo.errors import ConfigError, TrainingError
 from madis_stereo.training import load_train_config, train

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from toy_stereo import ToyStereo, toy_config, write_toy_folder
+from toy_stereo import ToyStereo, batch_of, cli, engine_for, subprocess_env, toy_config
 
 import madis_stereo as ms
 from madis_stereo.errors import ConfigError, TrainingError
@@ -27,42 +26,9 @@ from madis_stereo.training.trainer import BUDGET_FIT_STEPS
 ROOT = Path(__file__).resolve().parents[1]
 TOY = Path(__file__).resolve().parent / "toy_stereo.py"
 CPU = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread, here and in the subprocesses: on a CPU shared with other jobs, two OpenMP threads
-    that wait for each other at every operator make tiny steps 20x slower (seen on this 2-core machine), and
-    the exact-resume comparison needs the same thread count in every run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def toy_folder(tmp_path_factory) -> dict:
-    """A ``folder`` dataset spec of 16 toy pairs on disk (PNG images, PFM disparities with inf holes)."""
-    return write_toy_folder(tmp_path_factory.mktemp("toy_folder"), 16)
-
-
-def engine_for(**sections) -> Engine:
-    cfg = load_train_config(toy_config(**sections))
-    torch.manual_seed(0)
-    return Engine(ms.StereoModel(cfg.model.arch), cfg, CPU)
-
-
-def batch_of(dataset, indices=(0, 1)) -> dict:
-    return torch.utils.data.default_collate([dataset[i] for i in indices])
-
-
-def subprocess_env() -> dict:
-    paths = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1"}
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "madis_stereo", *args]
+# One intra-op thread: on a shared CPU, OpenMP threads waiting for each other make tiny steps 20x slower,
+# and the exact-resume comparisons need the same thread count in every run (subprocesses: subprocess_env).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_config(path: Path, **sections) -> Path:

@@ -87,6 +87,35 @@ def write_toy_folder(root: Path, length: int = 16, size: tuple[int, int] = (64, 
             "disparity": "disp/*.pfm"}
 
 
+def engine_for(**sections):
+    """A training ``Engine`` for ``toy_config(**sections)`` on the CPU, its network seeded."""
+    import madis_stereo as ms
+    from madis_stereo.training import Engine, load_train_config
+    from madis_stereo.training.distributed import DistEnv
+
+    cfg = load_train_config(toy_config(**sections))
+    torch.manual_seed(0)
+    return Engine(ms.StereoModel(cfg.model.arch), cfg, DistEnv(rank=0, world_size=1, local_rank=0,
+                                                               device=torch.device("cpu")))
+
+
+def batch_of(dataset, indices=(0, 1)) -> dict:
+    return torch.utils.data.default_collate([dataset[i] for i in indices])
+
+
+def subprocess_env() -> dict:
+    """The environment of a training subprocess: this checkout's src/ and tests/ first, one thread."""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    paths = [str(root / "src"), str(root / "tests"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "madis_stereo", *args]
+
+
 def main(argv: list[str]) -> int:
     import logging
 
