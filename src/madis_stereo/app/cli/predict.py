@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from madis_stereo.app.cli import common
-from madis_stereo.errors import ConfigError
+from madis_stereo.errors import ConfigError, MadisStereoError
 
 if TYPE_CHECKING:  # the CLI imports torch only when a command runs
     import numpy as np
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
                         rect = (left, right)
                         camera = _camera_for(args, pair.left, cameras) if options.needs_camera else None
                     loaded.append((pair, left, rect, camera))
-                except (ValueError, OSError) as err:
+                except (MadisStereoError, OSError) as err:  # ours or the file system; a bug keeps its traceback
                     fail(pair, err)
                     bar.update(1)
             # consecutive pairs of one size share the forward passes (--batch); frames stay in order
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
                 group = list(group)
                 try:
                     predictions = predictor.predict_batch([rect for _, _, rect, _ in group])
-                except (ValueError, OSError) as err:
+                except (MadisStereoError, OSError) as err:  # ours or the file system; a bug keeps its traceback
                     for pair, *_ in group:
                         fail(pair, err)
                     bar.update(len(group))
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
                         write_outputs(args.out, pair.name, pred.disparity, pred.confidence, left, sequence.options,
                                       camera, laplace_b=pred.laplace_b)
                         sequence.add_frame(rect[0], pred.disparity)
-                    except (ValueError, OSError) as err:
+                    except (MadisStereoError, OSError) as err:  # ours or the file system; a bug keeps its traceback
                         fail(pair, err)
                     bar.update(1)
     except BaseException:
