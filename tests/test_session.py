@@ -22,6 +22,7 @@ import torch
 import madis_stereo as ms
 from madis_stereo.app import session as S
 from madis_stereo.errors import CheckpointError, ConfigError
+from madis_stereo.utils.files import sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """
@@ -72,7 +73,7 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
     recipe.write_text(TINY)
     package = tiny_package(tmp_path / "package.safetensors", 0)
     state, results = tmp_path / "state", tmp_path / "r.jsonl"
-    start_sha = S.sha256(package)
+    start_sha = sha256_of(package)
     args = [*SMALL_SETS, "--recipe", str(recipe), "--weights", str(package), "--state-dir", str(state),
             "--results", str(results)]
     # first call: the command line of the prepared command (scripts/gpu_session.sh, tested below), with a
@@ -99,7 +100,7 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
     assert len(shards) == S.SHARDS
     assert {"session.log", "metrics.jsonl", "config.yaml"} <= {p.name for p in out1.iterdir()}
     assert [json.loads(line)["id"] for line in results.read_text().splitlines()] == [first["id"]]
-    assert S.sha256(package) == start_sha  # the package is replaced here, by adopt, not on the device
+    assert sha256_of(package) == start_sha  # the package is replaced here, by adopt, not on the device
 
     # second call on the same machine: continues from the kept weights; lr 0 cannot improve them
     out2 = tmp_path / "out2"
@@ -114,7 +115,7 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
     # adopt here: out2 continues weights the package does not hold yet
     assert "not kept" in S.adopt(out2, package, results)
     message = S.adopt(out1, package, results)
-    assert "replaced: session 1" in message and S.sha256(package) == first["weights_sha256"]
+    assert "replaced: session 1" in message and sha256_of(package) == first["weights_sha256"]
     model, meta = ms.load_model(package, return_metadata=True)
     assert meta["pairs_seen_total"] == first["pairs_total"] and meta["parent_sha256"] == start_sha
     assert meta["motorcycle"]["bad_2"] == pytest.approx(first["after"]["motorcycle"]["bad_2"])

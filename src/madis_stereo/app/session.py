@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -51,7 +50,7 @@ import torch
 
 from madis_stereo.errors import CheckpointError, ConfigError, TrainingError, first_line
 from madis_stereo.model.checkpoint import default_model_path, load_model, read_metadata, read_weights, save_model
-from madis_stereo.utils.files import atomic_path, atomic_write_bytes
+from madis_stereo.utils.files import atomic_path, atomic_write_bytes, sha256_of
 
 __all__ = ["HELDOUT_SEED", "SHARDS", "adopt", "is_better", "join_shards", "lineage", "main", "run_session",
            "write_shards"]
@@ -78,10 +77,6 @@ FAULT_ENV = "MADIS_SESSION_FAULT"  # test hook: "crash@N", "hang@N" or "oom@N" b
 
 
 # --- provenance -----------------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def lineage(metadata: dict[str, Any]) -> dict[str, int]:
     """Sessions, optimiser steps and training pairs behind a bundled checkpoint (from its metadata)."""
     steps = int(metadata.get("steps", 0))
@@ -100,11 +95,11 @@ class Start:
 
 def start_weights(package: Path, state_dir: Path) -> Start:
     """The package's weights, or the last weights kept on this machine when they descend from them."""
-    package_sha = sha256(package)
+    package_sha = sha256_of(package)
     latest, chain_file = state_dir / "latest.safetensors", state_dir / "chain.json"
     if chain_file.is_file() and latest.is_file():
         chain = json.loads(chain_file.read_text())
-        if package_sha in chain and sha256(latest) == chain[-1]:
+        if package_sha in chain and sha256_of(latest) == chain[-1]:
             log.info("continuing from %s (kept by an earlier call on this machine)", latest)
             return Start(latest, chain[-1], chain)
     return Start(package, package_sha, [package_sha])
@@ -566,7 +561,7 @@ def _run(record: dict[str, Any], out: Path, recipe: Path, overrides: list[str], 
         final_meta = dict(metadata, motorcycle=after["motorcycle"], synthetic_heldout=after["synthetic"],
                           motorcycle_sgbm_bad_2=record["sgbm"]["motorcycle"]["bad_2"])
         save_model(shipped, candidate, dtype=torch.float16, **final_meta)  # the scores into the header
-        record["weights_sha256"] = sha256(candidate)
+        record["weights_sha256"] = sha256_of(candidate)
         write_shards(candidate, out)
         with atomic_path(state_dir / "latest.safetensors") as tmp:
             shutil.copyfile(candidate, tmp)
@@ -601,7 +596,7 @@ def adopt(folder: Path, package: Path | None = None, results: Path = RESULTS) ->
     record = json.loads((folder / RECORD_NAME).read_text())
     done = []
     if record["kept"]:
-        current = sha256(package)
+        current = sha256_of(package)
         if current == record["weights_sha256"]:
             done.append("the package already holds these weights")
         elif current != record["start_sha256"]:
@@ -613,7 +608,7 @@ def adopt(folder: Path, package: Path | None = None, results: Path = RESULTS) ->
             if not parts:
                 raise CheckpointError(f"{folder}: the session kept its weights but no {SHARD_GLOB} came back")
             joined = join_shards(parts, folder / "joined.safetensors")
-            if sha256(joined) != record["weights_sha256"]:
+            if sha256_of(joined) != record["weights_sha256"]:
                 raise CheckpointError(f"{folder}: the joined shards differ from the weights the session kept")
             load_model(joined)  # loads: complete and consistent
             with atomic_path(package) as tmp:

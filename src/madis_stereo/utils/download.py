@@ -9,7 +9,6 @@ file that fails them is deleted, so the cache never holds a wrong or truncated f
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import json
 import logging
@@ -23,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from madis_stereo.errors import CheckpointError, DownloadError, first_line
-from madis_stereo.utils.files import atomic_write_bytes, publish
+from madis_stereo.utils.files import atomic_write_bytes, publish, sha256_of
 
-__all__ = ["download_file", "sha256_of"]
+__all__ = ["download_file"]
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +32,6 @@ CHUNK = 1 << 20
 USER_AGENT = "madis-stereo (+https://github.com/madis-stereo)"
 # A connection that broke after the response started: worth resuming with a Range request.
 _DROPPED = (http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_file(url: str, dest: str | Path, *, size: int | None = None, sha256: str | None = None,
