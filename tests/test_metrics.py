@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from madis_stereo.app.tables import format_table
 from madis_stereo.errors import InputError
 from madis_stereo.evaluation.metrics import stereo_metrics
+from madis_stereo.utils.tables import format_table
 
 KEYS = ["epe", "rmse", "bad_0.5", "bad_1", "bad_2", "bad_3", "bad_4", "d1", "invalid_pred", "n_valid"]
 

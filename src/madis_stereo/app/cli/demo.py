@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from madis_stereo.app.demo import METRIC_COLUMNS, MOTORCYCLE_MAX_DISPARITY, motorcycle, run_demo
-    from madis_stereo.app.tables import format_table
+    from madis_stereo.utils.tables import format_table
 
     if bool(args.left) != bool(args.right):
         raise ConfigError("--left and --right go together")

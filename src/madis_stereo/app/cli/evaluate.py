@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _table(result: Any) -> str:
-    from madis_stereo.app.tables import format_table
+    from madis_stereo.utils.tables import format_table
 
     columns = TABLE_COLUMNS.get(result.protocol, [])
     regions = [r for r in ("all", "noc") if f"{r}/n" in result.aggregate]

@@ -41,8 +41,8 @@ def _row(entry: RegisteredModel) -> dict:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from madis_stereo.app.tables import format_table
     from madis_stereo.model import registry
+    from madis_stereo.utils.tables import format_table
 
     rows = [_row(entry) for entry in registry.MODELS.values()]
     if args.json:
