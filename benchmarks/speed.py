@@ -143,6 +143,7 @@ def build_runner(spec: dict, model: torch.nn.Module, device: torch.device, preci
     """A callable doing one forward for the requested backend and (resolved) precision."""
     from madis_stereo.inference.precision import autocast
     from madis_stereo.inference.tiling import tiled_predict
+    from madis_stereo.model.packed import PackedLinears, activate
 
     h, w = spec["size"]
     g = torch.Generator().manual_seed(0)
@@ -163,13 +164,15 @@ def build_runner(spec: dict, model: torch.nn.Module, device: torch.device, preci
     if precision == "int8":
         net = quantize_int8(net)
     amp = autocast("fp32" if precision == "int8" else precision, device)
+    # "eager" is what Predictor runs (packed Linear weights in bf16 on a CPU); "unpacked" is plain autocast
+    packed = PackedLinears.for_inference(device, precision) if backend == "eager" else None
     tiled = spec.get("tiled")
     if tiled:  # the large pair is made once, outside the timed call
         big_l = torch.randn(1, 3, *tiled, generator=g).to(device)
         big_r = big_l.roll(-8, dims=-1)
 
     def run():
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), amp, activate(packed, net):
             if tiled:
                 return tiled_predict(net, big_l, big_r, crop=(h, w), overlap=spec.get("overlap", 0.7),
                                      tile_batch=spec.get("tile_batch", 1))[0]
@@ -339,7 +342,8 @@ def main() -> None:
     parser.add_argument("--tile-batch", type=int, default=1)
     parser.add_argument("--overlap", type=float, default=0.7, help="tile overlap for --tiled (default 0.7)")
     parser.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16, fp16, int8, auto")
-    parser.add_argument("--backends", default="eager", help="comma list of eager, compiled, onnxruntime")
+    parser.add_argument("--backends", default="eager", help="comma list of eager, unpacked, compiled, onnxruntime "
+                        "(unpacked: eager without the packed bf16 Linear weights that a CPU Predictor uses)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--runs", type=int, default=5)

@@ -21,6 +21,7 @@ from madis_stereo.inference.precision import autocast, check_precision, resolve_
 from madis_stereo.inference.tiling import check_blend, check_tiling, tiled_predict
 from madis_stereo.model.borrow import eval_mode, model_device, on_device
 from madis_stereo.model.config import parse_conf_mode
+from madis_stereo.model.packed import PackedLinears, activate
 from madis_stereo.model.preprocess import normalize
 
 __all__ = ["Prediction", "Predictor", "as_rgb_uint8", "certainty", "predict", "rgb_pair"]
@@ -102,7 +103,9 @@ class Predictor:
     ``blend`` is ``taper`` (default, no seams where a window ends) or ``croco`` (CroCo-Stereo's blend), see
     :mod:`madis_stereo.inference.tiling`.
     The caller's model is left as it was: each call runs it in eval mode and restores its mode, and a
-    ``device`` other than the model's gets a copy of the model.
+    ``device`` other than the model's gets a copy of the model. In bf16 on a CPU the predictor keeps bf16
+    copies of the Linear weights in oneDNN's layout (:class:`~madis_stereo.model.packed.PackedLinears`,
+    remade when a weight changes in place) and fuses bias and GELU into the products.
     """
 
     def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
@@ -125,6 +128,8 @@ class Predictor:
             log.info("precision %s (%s)", choice.precision, choice.reason)
         self.tile_batch = tile_batch
         self.blend = check_blend(blend)
+        # bf16 on a CPU: Linear weights cast and reordered once, bias and GELU fused (model/packed.py)
+        self.packed = None if compile else PackedLinears.for_inference(self.device, self.precision)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)
@@ -148,7 +153,7 @@ class Predictor:
             raise InputError(f"predict_batch needs pairs of one size, got {', '.join(f'{w}x{h}' for h, w in sizes)}")
         left = torch.cat([t[0] for t in tensors])
         right = torch.cat([t[1] for t in tensors])
-        with self.autocast(), eval_mode(self.model):
+        with self.autocast(), eval_mode(self.model), activate(self.packed, self.model):
             disp, conf = tiled_predict(self.model, left, right, self.crop, self.overlap, self.conf_mode,
                                        self.tile_batch, self.blend)
         disp, conf = disp.float().cpu().numpy(), conf.float().cpu().numpy()

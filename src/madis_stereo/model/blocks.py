@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from madis_stereo.model.packed import linear
 from madis_stereo.model.rope import apply_rope
 
 __all__ = ["Attention", "CrossAttention", "DecoderBlock", "EncoderBlock", "Mlp", "Rope", "attention"]
@@ -87,10 +88,10 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, rope: Rope) -> Tensor:
         """x: [B, N, C] -> [B, N, C]."""
-        qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
+        qkv = linear(self.qkv, x).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(qkv[:2], *rope).unbind(0)  # one rotation for queries and keys together
         v = qkv[2]
-        return self.proj(_merge_heads(attention(q, k, v, self.hook)))
+        return linear(self.proj, _merge_heads(attention(q, k, v, self.hook)))
 
 
 class CrossAttention(nn.Module):
@@ -107,23 +108,22 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: Tensor, memory: Tensor, rope_x: Rope, rope_mem: Rope) -> Tensor:
         """x: [B, Nq, C], memory: [B, Nk, C] -> [B, Nq, C]."""
-        q = apply_rope(_split_heads(self.projq(x), self.num_heads), *rope_x)
-        k = apply_rope(_split_heads(self.projk(memory), self.num_heads), *rope_mem)
-        v = _split_heads(self.projv(memory), self.num_heads)
-        return self.proj(_merge_heads(attention(q, k, v, self.hook)))
+        q = apply_rope(_split_heads(linear(self.projq, x), self.num_heads), *rope_x)
+        k = apply_rope(_split_heads(linear(self.projk, memory), self.num_heads), *rope_mem)
+        v = _split_heads(linear(self.projv, memory), self.num_heads)
+        return linear(self.proj, _merge_heads(attention(q, k, v, self.hook)))
 
 
 class Mlp(nn.Module):
-    """Linear -> GELU -> Linear."""
+    """Linear -> GELU (exact) -> Linear."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return linear(self.fc2, linear(self.fc1, x, gelu=True))
 
 
 class EncoderBlock(nn.Module):
