@@ -88,7 +88,7 @@ class PackedLinears:
                  if type(module) is nn.Linear and module.weight.device.type == "cpu"
                  and module.weight.dtype in (torch.float32, torch.bfloat16)}
         for stale in set(self._packs) - set(table):
-            del self._packs[stale]
+            self._packs.pop(stale, None)
         token = _ACTIVE.set(table)
         try:
             yield
