@@ -4,6 +4,7 @@ cameras) and synthetic-world pairs warped into that rig's raw images."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -78,3 +79,26 @@ def depth_relative_error(depth: np.ndarray, pair: RigPair, margin: int = 4) -> n
     truth = pair.truth_z[inside]
     ok = np.isfinite(est)
     return np.abs(est[ok] - truth[ok]) / truth[ok]
+
+
+def ros_yaml(name: str, k, d, r, p, size: tuple[int, int] = (256, 128)) -> str:
+    """camera_info YAML in the layout of ROS camera_calibration / camera_calibration_parsers."""
+    def block(key: str, m) -> str:
+        m = np.atleast_2d(m)
+        data = ", ".join(f"{v:.12g}" for v in m.ravel())
+        return f"{key}:\n  rows: {m.shape[0]}\n  cols: {m.shape[1]}\n  data: [{data}]\n"
+
+    return (f"image_width: {size[0]}\nimage_height: {size[1]}\n" f"camera_name: {name}\n" + block("camera_matrix", k)
+            + "distortion_model: plumb_bob\n" + block("distortion_coefficients", d) + block("rectification_matrix", r)
+            + block("projection_matrix", p))
+
+
+def write_ros_pair(calib: StereoCalibration, folder: Path) -> tuple[Path, Path]:
+    """``left.yaml`` and ``right.yaml``: the rig as ROS camera_calibration writes it (R and P from
+    cv2.stereoRectify, as our Rectifier computes them)."""
+    size = calib.image_size
+    view = Rectifier(calib).view(*size)
+    left, right = folder / "left.yaml", folder / "right.yaml"
+    left.write_text(ros_yaml("narrow_stereo/left", calib.K1, calib.D1, view.R1, view.P1, size))
+    right.write_text(ros_yaml("narrow_stereo/right", calib.K2, calib.D2, view.R2, view.P2, size))
+    return left, right

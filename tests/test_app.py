@@ -145,3 +145,27 @@ def test_browser_loads_the_page_submits_the_example_and_sees_the_result(app, tmp
             shutil.copyfile(tmp_path / "app.png", shot)
     finally:
         driver.quit()
+
+
+def test_a_raw_rig_with_its_two_ros_files_is_rectified_in_either_order(tmp_path):
+    from rig_helpers import rig_calibration, rig_pair, write_ros_pair
+
+    from madis_stereo.app.web import run_pair
+    from madis_stereo.errors import InputError
+
+    calib = rig_calibration(256, 128)
+    pair = rig_pair(calib)
+    left_yaml, right_yaml = write_ros_pair(calib, tmp_path)
+    ckpt = str(make_tiny_checkpoint(tmp_path / "tiny.safetensors"))
+    summaries = []
+    for files in ([str(left_yaml), str(right_yaml)], [str(right_yaml), str(left_yaml)]):
+        result = run_pair(pair.raw_left, pair.raw_right, ckpt, 0.5, "fp32", calibration=files,
+                          out_dir=tmp_path / f"out{len(summaries)}")
+        assert "raw pair rectified, depth in m" in result.summary and "vertical disparity after" in result.summary
+        summaries.append(result.summary)
+    assert "left.yaml + right.yaml" in summaries[0] and "right.yaml + left.yaml" in summaries[1]
+    # the same rectification either way: the same vertical-disparity line
+    assert summaries[0].splitlines()[-1] == summaries[1].splitlines()[-1]
+    with pytest.raises(InputError, match="got 3 files"):
+        run_pair(pair.raw_left, pair.raw_right, ckpt, calibration=[str(left_yaml), str(right_yaml), str(left_yaml)],
+                 out_dir=tmp_path / "out3")

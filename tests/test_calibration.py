@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from rig_helpers import rig_calibration
+from rig_helpers import rig_calibration, write_ros_pair
 
 from madis_stereo.errors import InputError
 from madis_stereo.geometry.calibration import (
@@ -64,25 +64,8 @@ def test_opencv_stereo_calib_sample_naming(tmp_path):
     np.testing.assert_allclose(read_calibration(one).K2, RIG.K2)
 
 
-def ros_yaml(name: str, k, d, r, p) -> str:
-    """camera_info YAML in the layout of ROS camera_calibration / camera_calibration_parsers."""
-    def block(key: str, m) -> str:
-        m = np.atleast_2d(m)
-        data = ", ".join(f"{v:.12g}" for v in m.ravel())
-        return f"{key}:\n  rows: {m.shape[0]}\n  cols: {m.shape[1]}\n  data: [{data}]\n"
-
-    return ("image_width: 256\nimage_height: 128\n" f"camera_name: {name}\n" + block("camera_matrix", k)
-            + "distortion_model: plumb_bob\n" + block("distortion_coefficients", d) + block("rectification_matrix", r)
-            + block("projection_matrix", p))
-
-
 def write_ros(tmp_path: Path) -> tuple[Path, Path]:
-    view = Rectifier(RIG).view(256, 128)  # camera_calibration fills R and P from cv2.stereoRectify too
-    left = tmp_path / "left.yaml"
-    right = tmp_path / "right.yaml"
-    left.write_text(ros_yaml("narrow_stereo/left", RIG.K1, RIG.D1, view.R1, view.P1))
-    right.write_text(ros_yaml("narrow_stereo/right", RIG.K2, RIG.D2, view.R2, view.P2))
-    return left, right
+    return write_ros_pair(RIG, tmp_path)
 
 
 def test_ros_camera_info_pair(tmp_path):
@@ -95,6 +78,10 @@ def test_ros_camera_info_pair(tmp_path):
     np.testing.assert_allclose(calib.T, RIG.T, atol=1e-7)
     assert calib.unit == "m" and calib.image_size == (256, 128)
     assert read_calibration(f"{left},{right}").baseline == pytest.approx(RIG.baseline)
+    # given right first (an upload's order): the right camera's file is the one whose P holds the baseline
+    swapped = read_calibration([right, left])
+    for key in ("K1", "D1", "K2", "D2", "R", "T"):
+        np.testing.assert_allclose(getattr(swapped, key), getattr(calib, key), err_msg=key)
 
 
 def kitti_text() -> str:

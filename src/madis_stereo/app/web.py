@@ -4,8 +4,8 @@ Upload a pair (or take the bundled Middlebury Motorcycle example), choose the ch
 model, a local path, or any other name :func:`~madis_stereo.model.checkpoint.load_model` accepts), and see
 the coloured disparity, the certainty map and an interactive 3-D point cloud; download PFM, PNG16 and PLY.
 Options: tile overlap, precision, colour range, and a calibration for metric depth (Middlebury/ETH3D
-``calib.txt`` for a rectified pair, or a raw rig's OpenCV / KITTI calibration, which rectifies the pair
-first). Needs the ``app`` extra (``pip install 'madis-stereo[app]'``).
+``calib.txt`` for a rectified pair, or a raw rig's OpenCV / KITTI calibration or its two ROS camera_info
+files, which rectify the pair first). Needs the ``app`` extra (``pip install 'madis-stereo[app]'``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import functools
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,24 +39,39 @@ def _model(checkpoint: str) -> Any:
     return load_default_model() if name in ("", BUNDLED) else load_model(name)
 
 
-def _geometry(calibration: str | None, width: int, height: int) -> tuple[Any, Any, str]:
-    """(camera or rectified view, rectifier or None, description) for an optional calibration file."""
+Calibration = str | Path | Sequence[str | Path] | None
+
+
+def _calibration_files(calibration: Calibration) -> list[Path]:
+    """The uploaded calibration file(s): none, one, or two (a ROS rig's camera_info files, either order)."""
+    if not calibration:
+        return []
+    files = [calibration] if isinstance(calibration, (str, Path)) else [c for c in calibration if c]
+    if len(files) > 2:
+        raise InputError(f"calibration: one file, or the two ROS camera_info files of a rig; got {len(files)} files")
+    return [Path(f) for f in files]
+
+
+def _geometry(calibration: Calibration, width: int, height: int) -> tuple[Any, Any, str]:
+    """(camera or rectified view, rectifier or None, description) for optional calibration file(s)."""
     from madis_stereo.geometry.camera import Camera, camera_from_calib
 
-    if not calibration:
+    files = _calibration_files(calibration)
+    if not files:
         camera = Camera(fx=float(width), baseline=1.0, unit="baseline units")
         return camera, None, "no calibration: a nominal camera (f = image width, baseline 1), shape only"
-    path = Path(calibration)
-    if path.suffix.lower() == ".txt" and "cam0=" in path.read_text(errors="replace"):
+    path = files[0]
+    if len(files) == 1 and path.suffix.lower() == ".txt" and "cam0=" in path.read_text(errors="replace"):
         from madis_stereo.data.formats import read_calib
 
         return camera_from_calib(read_calib(path), path.name), None, f"{path.name}: rectified pair, depth in mm"
     from madis_stereo.geometry.calibration import read_calibration
     from madis_stereo.geometry.rectify import Rectifier
 
-    rectifier = Rectifier(read_calibration(path))
+    rectifier = Rectifier(read_calibration(path if len(files) == 1 else files))
     view = rectifier.view(width, height)
-    return view, rectifier, f"{path.name}: raw pair rectified, depth in {view.unit} in the original left camera"
+    names = " + ".join(f.name for f in files)
+    return view, rectifier, f"{names}: raw pair rectified, depth in {view.unit} in the original left camera"
 
 
 @dataclass
@@ -71,7 +87,7 @@ class AppResult:
 
 def run_pair(left: np.ndarray, right: np.ndarray, checkpoint: str = BUNDLED, overlap: float = 0.7,
              precision: str = "auto", vmin: float = 0.0, vmax: float | None = None,
-             calibration: str | None = None, out_dir: Path | None = None) -> AppResult:
+             calibration: Calibration = None, out_dir: Path | None = None) -> AppResult:
     """Predict one pair and write the app's files (colour PNG, certainty PNG, PFM, PNG16, PLY) into ``out_dir``."""
     from madis_stereo.app.outputs import OutputOptions, write_outputs, write_ply
     from madis_stereo.geometry.rectify import vertical_disparity
@@ -151,8 +167,9 @@ def build_app(checkpoint: str = BUNDLED) -> Any:
                 precision = gr.Radio(["auto", "fp32", "bf16"], value="auto", label="precision")
                 vmin = gr.Number(value=0.0, label="colour range start (px)")
                 vmax = gr.Number(value=None, label="colour range end (px; empty = 99th percentile)")
-            calib = gr.File(label="calibration for metric depth (calib.txt, OpenCV YAML/XML, KITTI "
-                            "calib_cam_to_cam.txt)", type="filepath")
+            calib = gr.File(label="calibration for metric depth: calib.txt, OpenCV YAML/XML, KITTI "
+                            "calib_cam_to_cam.txt, or a ROS rig's two camera_info YAML files",
+                            type="filepath", file_count="multiple")
         with gr.Row():
             color = gr.Image(label="disparity", type="filepath", elem_id="disparity")
             sure = gr.Image(label="certainty (white = sure)", type="filepath", elem_id="certainty")

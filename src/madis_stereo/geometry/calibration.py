@@ -270,6 +270,11 @@ def _ros_camera(path: PathLike) -> dict[str, Any]:
             "P": matrix("projection_matrix", (3, 4)), "size": (width, height), "src": src}
 
 
+def _ros_is_right(path: PathLike) -> bool:
+    """Whether a ROS camera_info file is a right camera's: its projection matrix holds Tx = -fx' * baseline."""
+    return abs(_ros_camera(path)["P"][0, 3]) > 1e-12
+
+
 def read_ros_calibration(left: PathLike, right: PathLike) -> StereoCalibration:
     """A calibration from the left and right ROS ``camera_info`` YAML files (lengths in metres)."""
     cl, cr = _ros_camera(left), _ros_camera(right)
@@ -355,7 +360,8 @@ def read_calibration(spec: PathLike | tuple[PathLike, PathLike] | list[PathLike]
     """Read a calibration, picking the reader from the file(s).
 
     ``spec``: one OpenCV YAML/XML or KITTI ``calib_cam_to_cam.txt`` path; two ROS ``camera_info`` paths
-    or two OpenCV files (intrinsics, extrinsics), as a list, a tuple or one string ``a.yaml,b.yaml``.
+    (in either order: the right camera's is the one whose projection matrix holds the baseline) or two OpenCV
+    files (intrinsics, extrinsics), as a list, a tuple or one string ``a.yaml,b.yaml``.
     """
     if isinstance(spec, (str, os.PathLike)) and "," in str(spec):
         spec = [s.strip() for s in str(spec).split(",")]
@@ -365,7 +371,10 @@ def read_calibration(spec: PathLike | tuple[PathLike, PathLike] | list[PathLike]
                              f"got {len(spec)}")
         if all(_is_filestorage(_require(p, "calibration file")) for p in spec):
             return read_opencv_calibration(*spec)
-        return read_ros_calibration(spec[0], spec[1])
+        left, right = spec
+        if _ros_is_right(left) and not _ros_is_right(right):  # given right first (e.g. uploaded in that order)
+            left, right = right, left
+        return read_ros_calibration(left, right)
     path = _require(spec, "calibration file")
     head = path.read_bytes()[:4096]
     if _is_filestorage(path):
