@@ -6,6 +6,7 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -87,6 +88,68 @@ def test_sigusr1_and_ctrl_c_stop_the_same_way_with_data_workers(tmp_path, toy_fo
     assert f"stopped by {signal.Signals(signum).name} at step {stopped_at}" in done.stderr
     assert "--resume" in done.stderr and "Traceback" not in done.stderr
     assert (run / f"ckpt_step{stopped_at}.safetensors").is_file()
+
+
+def _worker_of_rank(agent_pid: int, rank: int) -> int:
+    """The pid of the torchrun worker of ``rank`` under ``agent_pid`` (Linux /proc: parent chain and RANK)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            parents, pid = set(), int(entry.name)
+            while pid > 1 and pid not in parents:
+                parents.add(pid)
+                pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if agent_pid in parents and int(entry.name) != agent_pid and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    raise AssertionError(f"no worker of rank {rank} under torchrun {agent_pid}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds the rank's process through /proc")
+def test_two_ranks_stop_at_the_same_step_when_only_one_is_signalled_and_resume_exactly(tmp_path, toy_folder):
+    steps = 10
+    sections = {"data": {"train": [toy_folder]}, "optim": {"max_steps": steps}, "run": {"ckpt_every": 100}}
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump(toy_config(**sections)))
+
+    def torchrun(*args: str) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "madis_stereo", *args]
+
+    reference = subprocess.run(torchrun("train", str(config), "--out", str(tmp_path / "ref")), env=subprocess_env(),
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    expected = train_losses(tmp_path / "ref")
+    assert sorted(expected) == list(range(1, steps + 1))
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(torchrun("train", str(config), "--out", str(run)), env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while max(train_losses(run), default=0) < 2:
+            assert proc.poll() is None, "the run ended before the signal: " + proc.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "the run never reached step 2"
+            time.sleep(0.01)
+        os.kill(_worker_of_rank(proc.pid, 1), signal.SIGTERM)  # what a node's pre-emption notice can do: one rank
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0  # torchrun reports the workers' exit status 75 as a failure
+    assert f"exitcode  : {EXIT_PREEMPTED}" in err or f"exitcode: {EXIT_PREEMPTED}" in err, err[-3000:]
+    stopped_at = load_train_state(run / "train_state.pt")["step"]
+    assert 2 <= stopped_at < steps
+    assert f"stopped by SIGTERM at step {stopped_at}" in err and f"--resume {run}" in err
+    assert sorted(train_losses(run)) == list(range(1, stopped_at + 1))  # rank 0 finished the same step, no more
+
+    resumed = subprocess.run(torchrun("train", "--resume", str(run)), env=subprocess_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert train_losses(run) == expected  # bit-identical to the two-rank run that was never stopped
 
 
 # --- a full disk --------------------------------------------------------------------------------------------
