@@ -141,9 +141,9 @@ def resolved_precision(spec: dict, device: torch.device) -> str:
 
 def build_runner(spec: dict, model: torch.nn.Module, device: torch.device, precision: str):
     """A callable doing one forward for the requested backend and (resolved) precision."""
-    from madis_stereo.inference.precision import autocast
+    from madis_stereo.inference.precision import autocast, cpu_linears
     from madis_stereo.inference.tiling import tiled_predict
-    from madis_stereo.model.packed import PackedLinears, activate
+    from madis_stereo.model.packed import activate
 
     h, w = spec["size"]
     g = torch.Generator().manual_seed(0)
@@ -164,8 +164,9 @@ def build_runner(spec: dict, model: torch.nn.Module, device: torch.device, preci
     if precision == "int8":
         net = quantize_int8(net)
     amp = autocast("fp32" if precision == "int8" else precision, device)
-    # "eager" is what Predictor runs (packed Linear weights in bf16 on a CPU); "unpacked" is plain autocast
-    packed = PackedLinears.for_inference(device, precision) if backend == "eager" else None
+    # "eager" is what Predictor runs (on a CPU: Linear layers through oneDNN, see cpu_linears); "unpacked" is
+    # the module's own Linear under plain autocast
+    packed = cpu_linears(precision, device) if backend == "eager" else None
     tiled = spec.get("tiled")
     if tiled:  # the large pair is made once, outside the timed call
         big_l = torch.randn(1, 3, *tiled, generator=g).to(device)
@@ -343,7 +344,7 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.7, help="tile overlap for --tiled (default 0.7)")
     parser.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16, fp16, int8, auto")
     parser.add_argument("--backends", default="eager", help="comma list of eager, unpacked, compiled, onnxruntime "
-                        "(unpacked: eager without the packed bf16 Linear weights that a CPU Predictor uses)")
+                        "(unpacked: eager without the oneDNN Linear layers that a CPU Predictor uses)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--runs", type=int, default=5)

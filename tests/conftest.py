@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,10 @@ FIXTURES = Path(os.environ.get("MADIS_FIXTURES", Path(__file__).parent / "fixtur
 # precision="auto" (the default of Predictor and the CLI) would pick bf16 or fp32 depending on this machine's
 # CPU; the suite runs in fp32 everywhere (CLI subprocesses inherit it). tests/test_precision.py covers auto.
 os.environ["MADIS_STEREO_PRECISION"] = "fp32"
+# The package's cache (downloads, the CPU probe behind precision and fp32 kernel choices) goes to a folder of
+# this test session, not the user's ~/.cache (CLI subprocesses inherit it too).
+os.environ["MADIS_STEREO_HOME"] = tempfile.mkdtemp(prefix="madis_stereo_tests_")
+atexit.register(shutil.rmtree, os.environ["MADIS_STEREO_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

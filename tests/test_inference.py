@@ -115,6 +115,18 @@ def test_compiled_predictor_matches_eager():
     assert np.abs(eager.disparity - compiled.disparity).max() < 1e-3
 
 
+@pytest.mark.parametrize("mode", ["inference", "no_grad"])
+def test_the_forward_is_one_graph_for_torch_compile(mode):
+    """A graph break splits --compile's model into pieces (one recompilation per block, no CUDA graph): the
+    predictor's oneDNN switch (a ContextVar) and the RoPE cache key must stay out of the traced code."""
+    model = ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128))).eval()
+    x = torch.zeros(1, 3, 64, 128)
+    with torch.inference_mode() if mode == "inference" else torch.no_grad():
+        explained = torch._dynamo.explain(model)(x, x)
+    assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
 def test_predict_batch_equals_one_pair_at_a_time():
     model = ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128))).eval()
     rng = np.random.default_rng(2)

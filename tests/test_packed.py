@@ -52,6 +52,31 @@ def test_linear_and_gelu_through_packed_weights_match_the_module():
     _close_in_bf16(fused, F.gelu(F.linear(x, lin.weight, lin.bias)))
 
 
+def test_fp32_through_onednn_matches_the_module_without_copies():
+    lin = torch.nn.Linear(48, 96)
+    x = torch.randn(2, 7, 48)
+    packs = PackedLinears.for_inference("cpu", "fp32", fp32_onednn=True)
+    assert PackedLinears.for_inference("cpu", "fp32") is None  # only when the caller measured it faster
+    with torch.inference_mode(), packs.active(lin), OpNames() as ops:
+        plain, fused = linear(lin, x), linear(lin, x, gelu=True)
+    assert any(PACKED_OP in name for name in ops.names) and plain.dtype == torch.float32
+    torch.testing.assert_close(plain, F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused, F.gelu(F.linear(x, lin.weight, lin.bias)), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # fp32 keeps no copy: an in-place change shows at once
+        lin.weight.mul_(-1.0)
+    with torch.inference_mode(), packs.active(lin):
+        torch.testing.assert_close(linear(lin, x), F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_made_under_inference_mode_packs_too():
+    x = torch.randn(3, 16)
+    with torch.inference_mode():
+        lin = torch.nn.Linear(16, 8)  # inference tensors: no version counter
+        with PackedLinears().active(lin):
+            got = linear(lin, x.bfloat16())
+        _close_in_bf16(got, lin(x))
+
+
 def test_packed_weights_follow_in_place_updates_and_loads():
     lin = torch.nn.Linear(32, 16)
     x = torch.randn(5, 32)
@@ -119,7 +144,6 @@ def test_bf16_predictor_packs_and_leaves_the_model_untouched():
     plain = ms.Predictor(model, crop=(64, 128), precision="bf16", device="cpu")
     plain.packed = None
     assert packed.packed is not None
-    assert ms.Predictor(model, crop=(64, 128), precision="fp32", device="cpu").packed is None
     with OpNames() as ops:
         a = packed(left, right).disparity
     assert any(PACKED_OP in name for name in ops.names)
@@ -130,3 +154,46 @@ def test_bf16_predictor_packs_and_leaves_the_model_untouched():
     after = model.state_dict()
     assert state.keys() == after.keys() and all(torch.equal(state[k], after[k]) for k in state)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_fp32_attention_through_onednn_matches_sdpa_and_runs_only_inside_fp32_packs():
+    from madis_stereo.model.blocks import attention
+    from madis_stereo.model.packed import fp32_attention
+
+    q, k, v = torch.randn(3, 2, 5, 40, 16).unbind(0)
+    k = torch.cat([k, k[:, :, :7]], 2)  # cross attention: more keys than queries
+    v = torch.cat([v, v[:, :, :7]], 2)
+    with torch.inference_mode():
+        torch.testing.assert_close(fp32_attention(q, k, v), F.scaled_dot_product_attention(q, k, v),
+                                   rtol=1e-5, atol=1e-5)
+        with OpNames() as outside:
+            attention(q, k, v)
+        with PackedLinears.for_inference("cpu", "fp32", fp32_onednn=True).active(torch.nn.Linear(1, 1)), \
+                OpNames() as inside:
+            attention(q, k, v)
+        with PackedLinears().active(torch.nn.Linear(1, 1)), OpNames() as bf16_packs:
+            attention(q, k, v)  # fp32 inputs under bf16 packs: SDPA as before
+    assert any(PACKED_OP in name for name in inside.names)
+    assert not any(PACKED_OP in name for name in outside.names | bf16_packs.names)
+
+
+def test_fp32_predictor_through_onednn_agrees_with_the_module_path(monkeypatch):
+    import madis_stereo.inference.predictor as predictor_module
+
+    # as on a machine where the probe measured oneDNN's fp32 products faster than the BLAS
+    monkeypatch.setattr(predictor_module, "cpu_linears", lambda precision, device, **_: PackedLinears.for_inference(
+        device, precision, fp32_onednn=True))
+    torch.manual_seed(0)
+    model = ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128))).eval()
+    rng = np.random.default_rng(1)
+    left = rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    right = np.roll(left, -5, axis=1)
+    fast = ms.Predictor(model, precision="fp32", device="cpu")
+    assert fast.packed is not None and fast.packed.dtype == torch.float32
+    with OpNames() as ops:
+        a = fast(left, right)
+    assert any(PACKED_OP in name for name in ops.names)
+    fast.packed = None
+    b = fast(left, right)
+    np.testing.assert_allclose(a.disparity, b.disparity, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a.confidence, b.confidence, rtol=1e-4, atol=1e-4)

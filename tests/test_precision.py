@@ -14,10 +14,11 @@ from madis_stereo.inference import precision as P
 
 
 class FakeProbe:
-    """Returns fixed GFLOP/s figures and counts its calls (the real probe measures this machine)."""
+    """Returns fixed GFLOP/s figures and counts its calls (the real probe measures this machine).
+    ``fp32_onednn``: fp32 through oneDNN (default: as fast as through the BLAS)."""
 
-    def __init__(self, fp32: float, bf16: float) -> None:
-        self.result = {"fp32": fp32, "bf16": bf16}
+    def __init__(self, fp32: float, bf16: float, fp32_onednn: float | None = None) -> None:
+        self.result = {"fp32": fp32, "bf16": bf16, "fp32_onednn": fp32 if fp32_onednn is None else fp32_onednn}
         self.calls = 0
 
     def __call__(self) -> dict[str, float]:
@@ -99,9 +100,32 @@ def test_predictor_resolves_auto_and_runs_in_it(home, monkeypatch, caplog):
     assert seen[-1] == torch.float32
 
 
-def test_real_probe_measures_both_precisions():
+def test_real_probe_measures_both_precisions_and_both_fp32_kernels():
     result = P.probe_cpu(rows=64, dim=64, reps=2)
-    assert set(result) == {"fp32", "bf16"} and all(v > 0 for v in result.values())
+    assert set(result) == {"fp32", "fp32_onednn", "bf16"} and all(v > 0 for v in result.values())
+
+
+def test_fp32_goes_through_onednn_only_where_it_was_measured_faster(home):
+    from madis_stereo.model.packed import PackedLinears
+
+    if not PackedLinears.supported("cpu", "fp32"):
+        pytest.skip("torch without oneDNN")
+    zen5 = FakeProbe(110.0, 470.0, fp32_onednn=240.0)  # an AMD EPYC (Zen 5): MKL's fp32 at half oneDNN's
+    packs = P.cpu_linears("fp32", "cpu", probe=zen5)
+    assert packs is not None and packs.dtype == torch.float32 and zen5.calls == 1
+    # auto compares bf16 with the faster fp32 kernel
+    assert "fp32 240" in P.resolve_precision("auto", "cpu", probe=zen5).reason
+    P.cache_file().unlink()
+    assert P.cpu_linears("fp32", "cpu", probe=FakeProbe(330.0, 160.0, fp32_onednn=320.0)) is None  # BLAS as fast
+    assert P.cpu_linears("bf16", "cpu", probe=FakeProbe(330.0, 160.0)).dtype == torch.bfloat16
+    assert P.cpu_linears("fp16", "cpu") is None and P.cpu_linears("fp32", "meta") is None
+
+
+def test_a_cache_from_before_the_onednn_probe_is_measured_again(home):
+    P.cache_file().write_text(json.dumps({P.machine_key(2): {"fp32": 100.0, "bf16": 300.0, "date": "2026-11-30"}}))
+    probe = FakeProbe(100.0, 300.0, fp32_onednn=250.0)
+    assert P.resolve_precision("auto", "cpu", probe=probe, threads=2).precision == "bf16" and probe.calls == 1
+    assert json.loads(P.cache_file().read_text())[P.machine_key(2)]["fp32_onednn"] == 250.0
 
 
 def test_cli_precision_flags():

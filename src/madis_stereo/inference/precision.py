@@ -16,6 +16,12 @@ but no AMX 2x slower (benchmarks/RESULTS.md). Hence the measurement rather than 
 
 An explicit "fp32", "bf16" or "fp16" is used as given. ``$MADIS_STEREO_PRECISION`` (one of those three)
 replaces the automatic choice, e.g. to make a test suite independent of the machine.
+
+The same probe also times fp32 products through oneDNN (the library behind PyTorch's CPU convolutions)
+against the BLAS that ``torch.nn.functional.linear`` calls: on an AMD EPYC (Zen 5) oneDNN ran fp32 at 244
+GFLOP/s on one core where MKL ran at 110. :func:`cpu_linears` turns the probe's verdict into the
+:class:`~madis_stereo.model.packed.PackedLinears` that a CPU predictor runs its Linear layers through: always
+for bf16 (packed weights, fused bias and GELU), for fp32 only where oneDNN was measured faster.
 """
 
 from __future__ import annotations
@@ -29,24 +35,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from madis_stereo.errors import InputError
+from madis_stereo.model.packed import PackedLinears
 from madis_stereo.utils.files import atomic_write_bytes
 
-__all__ = ["BF16_MARGIN", "PRECISIONS", "PrecisionChoice", "autocast", "cache_file", "cpu_model", "machine_key",
-           "probe_cpu", "resolve_precision"]
+__all__ = ["BF16_MARGIN", "ONEDNN_MARGIN", "PRECISIONS", "PrecisionChoice", "autocast", "cache_file", "cpu_linears",
+           "cpu_model", "machine_key", "probe_cpu", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BF16_MARGIN = 1.1  # bf16 must be this much faster than fp32 to be chosen
+ONEDNN_MARGIN = 1.1  # fp32 products go through oneDNN when it is this much faster than the BLAS
 ENV_PRECISION = "MADIS_STEREO_PRECISION"
 
-# One probe: GFLOP/s of fp32 and of bf16 products on this machine.
+# One probe: GFLOP/s of fp32 (BLAS and oneDNN) and bf16 products on this machine.
 Probe = Callable[[], dict[str, float]]
+PROBED = ("fp32", "fp32_onednn", "bf16")
 
 
 @dataclass(frozen=True)
@@ -95,38 +105,61 @@ def cache_file() -> Path:
     return cache_dir() / "precision.json"
 
 
-def _gemm_cpu_seconds(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> float:
+def _cpu_seconds(product: Callable[[], torch.Tensor]) -> float:
     t = time.thread_time()
-    torch.nn.functional.linear(a, w, b)
+    product()
     return time.thread_time() - t
 
 
-def probe_cpu(rows: int = 1024, dim: int = 768, reps: int = 6, budget_s: float = 0.4) -> dict[str, float]:
-    """GFLOP/s of fp32 and bf16 ``linear`` layers of the network's shapes on one core (best of ``reps``).
+def _probe_products(rows: int, dim: int) -> dict[str, Callable[[], torch.Tensor]]:
+    """One ``linear`` of the network's shape per probed kernel: fp32 through the BLAS, fp32 and bf16 through
+    :class:`~madis_stereo.model.packed.PackedLinears` (oneDNN), as a CPU predictor runs them."""
+    from madis_stereo.model.packed import PackedLinears, linear
+
+    g = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(dim, dim)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(dim, dim, generator=g))
+    x = torch.randn(rows, dim, generator=g)
+    products = {"fp32": lambda: layer(x)}
+    for name, dtype in (("fp32_onednn", torch.float32), ("bf16", torch.bfloat16)):
+        packs = PackedLinears.for_inference("cpu", "fp32" if dtype == torch.float32 else "bf16", fp32_onednn=True)
+        if packs is None:  # no oneDNN kernel for it: the plain product (bf16 emulated, or fp32 twice)
+            xd = x.to(dtype)
+            products[name] = lambda xd=xd, dtype=dtype: torch.nn.functional.linear(xd, layer.weight.to(dtype))
+            continue
+        xd = x.to(dtype)
+
+        def packed(packs: PackedLinears = packs, xd: torch.Tensor = xd) -> torch.Tensor:
+            with packs.active(layer):
+                return linear(layer, xd)
+
+        products[name] = packed
+    return products
+
+
+def probe_cpu(rows: int = 1024, dim: int = 768, reps: int = 6, budget_s: float = 0.6) -> dict[str, float]:
+    """GFLOP/s of ``linear`` layers of the network's shapes on one core (best of ``reps``): fp32 through the
+    BLAS (``fp32``) and through oneDNN (``fp32_onednn``), and bf16 (``bf16``, oneDNN with packed weights).
 
     Timed in the thread's CPU time on one thread: on a machine shared with other work, wall-clock time
     measures the other processes as much as the arithmetic (we saw 10x swings on a loaded 2-core VM), CPU
-    time does not. The two precisions alternate; one that is very slow (bf16 emulated without hardware
-    support) stops early once it has spent half of ``budget_s``.
+    time does not. The kernels alternate; one that is very slow (bf16 emulated without hardware support)
+    stops early once it has spent a third of ``budget_s``.
     """
-    g = torch.Generator().manual_seed(0)
-    tensors = {}
-    for name in ("fp32", "bf16"):
-        dtype = DTYPES[name]
-        tensors[name] = (torch.randn(rows, dim, generator=g).to(dtype), torch.randn(dim, dim, generator=g).to(dtype),
-                         torch.zeros(dim, dtype=dtype))
-    best = dict.fromkeys(tensors, float("inf"))
-    spent = dict.fromkeys(tensors, 0.0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        products = _probe_products(rows, dim)
         with torch.inference_mode():
-            for name in tensors:  # warm-up: oneDNN builds its kernels on first use
-                _gemm_cpu_seconds(*tensors[name])
+            best = dict.fromkeys(products, float("inf"))
+            spent = dict.fromkeys(products, 0.0)
+            for product in products.values():  # warm-up: oneDNN builds its kernels (and packs) on first use
+                product()
             for _ in range(reps):
-                for name in tensors:
-                    if spent[name] < budget_s / 2:
-                        seconds = _gemm_cpu_seconds(*tensors[name])
+                for name, product in products.items():
+                    if spent[name] < budget_s / len(products):
+                        seconds = _cpu_seconds(product)
                         spent[name] += seconds
                         best[name] = min(best[name], seconds)
     finally:
@@ -142,13 +175,15 @@ def _read_cache(path: Path) -> dict:
         return {}  # missing or damaged: measure again and rewrite it
 
 
-def _cpu_choice(probe: Probe, threads: int | None) -> PrecisionChoice:
+def _cpu_probe(probe: Probe | None, threads: int | None) -> tuple[dict[str, Any], str, str]:
+    """(this machine's probe result, its cache key, where it came from): cached, or measured now and cached."""
     key = machine_key(threads)
     path = cache_file()
     cache = _read_cache(path)
     entry = cache.get(key)
     source = f"cached in {path}"
-    if not (isinstance(entry, dict) and all(isinstance(entry.get(p), (int, float)) for p in ("fp32", "bf16"))):
+    if not (isinstance(entry, dict) and all(isinstance(entry.get(p), (int, float)) for p in PROBED)):
+        probe = probe or probe_cpu
         started = time.perf_counter()
         entry = {p: float(v) for p, v in probe().items()}
         entry["date"] = time.strftime("%Y-%m-%d")
@@ -158,7 +193,12 @@ def _cpu_choice(probe: Probe, threads: int | None) -> PrecisionChoice:
             atomic_write_bytes(path, (json.dumps(cache, indent=1, sort_keys=True) + "\n").encode())
         except OSError as err:  # a read-only home still runs, it only measures again next time
             log.debug("could not cache the precision probe in %s: %s", path, err)
-    fp32, bf16 = entry["fp32"], entry["bf16"]
+    return entry, key, source
+
+
+def _cpu_choice(probe: Probe | None, threads: int | None) -> PrecisionChoice:
+    entry, key, source = _cpu_probe(probe, threads)
+    fp32, bf16 = max(entry["fp32"], entry["fp32_onednn"]), entry["bf16"]
     precision = "bf16" if bf16 > BF16_MARGIN * fp32 else "fp32"
     reason = (f"auto: {precision} is the faster on this CPU (matrix products on one core: bf16 {bf16:.0f}, "
               f"fp32 {fp32:.0f} GFLOP/s; {key}; {source})")
@@ -182,5 +222,19 @@ def resolve_precision(precision: str, device: torch.device | str, probe: Probe |
             return PrecisionChoice("bf16", f"auto: bf16 on {torch.cuda.get_device_name(device)} (tensor cores)")
         return PrecisionChoice("fp32", f"auto: fp32, {torch.cuda.get_device_name(device)} has no bf16")
     if device.type == "cpu":
-        return _cpu_choice(probe or probe_cpu, threads)
+        return _cpu_choice(probe, threads)
     return PrecisionChoice("fp32", f"auto: fp32 on {device.type}")
+
+
+def cpu_linears(precision: str, device: torch.device | str, probe: Probe | None = None,
+                threads: int | None = None) -> PackedLinears | None:
+    """The :class:`~madis_stereo.model.packed.PackedLinears` a predictor runs on ``device`` in the resolved
+    ``precision``, or None: on a CPU always for bf16; for fp32 when the (cached) probe measured oneDNN at least
+    :data:`ONEDNN_MARGIN` times faster than the BLAS on this machine."""
+    if torch.device(device).type != "cpu" or precision not in ("fp32", "bf16"):
+        return None
+    if precision == "bf16" or not PackedLinears.supported(device, "fp32"):
+        return PackedLinears.for_inference(device, precision)
+    entry, _, _ = _cpu_probe(probe, threads)
+    faster = entry["fp32_onednn"] >= ONEDNN_MARGIN * entry["fp32"]
+    return PackedLinears.for_inference(device, precision, fp32_onednn=faster)

@@ -17,11 +17,11 @@ import torch
 from torch import Tensor
 
 from madis_stereo.errors import InputError
-from madis_stereo.inference.precision import autocast, check_precision, resolve_precision
+from madis_stereo.inference.precision import autocast, check_precision, cpu_linears, resolve_precision
 from madis_stereo.inference.tiling import check_blend, check_tiling, tiled_predict
 from madis_stereo.model.borrow import eval_mode, model_device, on_device
 from madis_stereo.model.config import parse_conf_mode
-from madis_stereo.model.packed import PackedLinears, activate
+from madis_stereo.model.packed import activate
 from madis_stereo.model.preprocess import normalize
 
 __all__ = ["Prediction", "Predictor", "as_rgb_uint8", "certainty", "predict", "rgb_pair"]
@@ -105,7 +105,9 @@ class Predictor:
     The caller's model is left as it was: each call runs it in eval mode and restores its mode, and a
     ``device`` other than the model's gets a copy of the model. In bf16 on a CPU the predictor keeps bf16
     copies of the Linear weights in oneDNN's layout (:class:`~madis_stereo.model.packed.PackedLinears`,
-    remade when a weight changes in place) and fuses bias and GELU into the products.
+    remade when a weight changes in place) and fuses bias and GELU into the products; in fp32 it does the
+    same without copies where oneDNN was measured faster than the BLAS
+    (:func:`~madis_stereo.inference.precision.cpu_linears`).
     """
 
     def __init__(self, model: torch.nn.Module, crop: Sequence[int] | None = None, overlap: float = 0.7,
@@ -128,8 +130,9 @@ class Predictor:
             log.info("precision %s (%s)", choice.precision, choice.reason)
         self.tile_batch = tile_batch
         self.blend = check_blend(blend)
-        # bf16 on a CPU: Linear weights cast and reordered once, bias and GELU fused (model/packed.py)
-        self.packed = None if compile else PackedLinears.for_inference(self.device, self.precision)
+        # on a CPU, Linear layers through oneDNN: bf16 packed once with bias and GELU fused; fp32 where the
+        # probe measured oneDNN faster than the BLAS (model/packed.py, inference/precision.py)
+        self.packed = None if compile else cpu_linears(self.precision, self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)

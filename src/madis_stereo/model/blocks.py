@@ -1,9 +1,12 @@
 """Transformer building blocks: self/cross attention with 2D RoPE, MLP, encoder and decoder blocks.
 
 Attention runs through ``F.scaled_dot_product_attention``, except bf16/fp16 inference on a CPU, which takes
-a few heads at a time through batched matrix products (``_blocked_attention``). When a module's ``hook`` is set (see
-``StereoModel.capture_attention``) it takes the explicit reference path instead, which also yields the
-softmax attention weights ``A = softmax(q k^T / sqrt(d))`` [B, heads, Nq, Nk] and hands them to the hook.
+a few heads at a time through batched matrix products (``_blocked_attention``), and fp32 inference on a CPU
+where a predictor runs its Linear layers through oneDNN (``model.packed.fp32_attention``). Linear layers go
+through ``model.packed.linear`` (the module itself unless a predictor opened ``PackedLinears``). When a
+module's ``hook`` is set (see ``StereoModel.capture_attention``) it takes the explicit reference path instead,
+which also yields the softmax attention weights ``A = softmax(q k^T / sqrt(d))`` [B, heads, Nq, Nk] and
+hands them to the hook.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from madis_stereo.model.packed import linear
+from madis_stereo.model.packed import fp32_attention, fp32_onednn_active, linear
 from madis_stereo.model.rope import apply_rope
 
 __all__ = ["Attention", "CrossAttention", "DecoderBlock", "EncoderBlock", "Mlp", "Rope", "attention"]
@@ -36,8 +39,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, hook: AttentionHook | None = None
         weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
         hook(weights)
         return weights @ v
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled():
-        return _blocked_attention(q, k, v)
+    if q.device.type == "cpu" and not torch.is_grad_enabled():
+        if q.dtype in (torch.bfloat16, torch.float16):
+            return _blocked_attention(q, k, v)
+        if q.dtype == torch.float32 and fp32_onednn_active():  # a CPU predictor on which oneDNN won the probe
+            return fp32_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
 
 

@@ -62,11 +62,14 @@ class RoPE2D(nn.Module):
         return torch.cat((angles, angles), dim=-1)  # [length, half]
 
     def tables(self, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        # Traced or compiled: computed in the graph, never cached (nor looked up: is_inference_mode_enabled
+        # breaks a torch.compile graph).
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
         # Tables made under inference_mode are inference tensors, which autograd refuses to save; keep them
         # apart so that a validation pass (tiled_predict) cannot break the next training step.
-        key = (h, w, str(device), torch.is_inference_mode_enabled())
-        cached = self._cache.get(key)
-        if cached is not None and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        key = None if tracing else (h, w, str(device), torch.is_inference_mode_enabled())
+        cached = None if tracing else self._cache.get(key)
+        if cached is not None:
             return cached
         pos = grid_positions(h, w, device)
         ay = self._axis_angles(h, device)[pos[:, 0]]
@@ -75,7 +78,7 @@ class RoPE2D(nn.Module):
         sign = torch.ones(2, 2, self.head_dim // 4, device=device)
         sign[:, 0] = -1.0
         out = (angles.cos(), angles.sin() * sign.flatten())
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        if not tracing:
             self._cache[key] = out
         return out
 
