@@ -237,4 +237,6 @@ def cpu_linears(precision: str, device: torch.device | str, probe: Probe | None 
         return PackedLinears.for_inference(device, precision)
     entry, _, _ = _cpu_probe(probe, threads)
     faster = entry["fp32_onednn"] >= ONEDNN_MARGIN * entry["fp32"]
+    log.info("fp32 products through %s (one core: oneDNN %.0f, BLAS %.0f GFLOP/s)", "oneDNN" if faster else "the BLAS",
+             entry["fp32_onednn"], entry["fp32"])
     return PackedLinears.for_inference(device, precision, fp32_onednn=faster)
