@@ -33,31 +33,35 @@ from torch import Tensor, nn
 
 __all__ = ["PackedLinears", "activate", "fp32_attention", "fp32_onednn_active", "linear"]
 
-# module -> (weight for oneDNN, bias or None), set while a PackedLinears block is open.
-_ACTIVE: ContextVar[dict[nn.Module, tuple[Tensor, Tensor | None]] | None] = ContextVar("madis_packed_linears",
-                                                                                         default=None)
-# the dtype of the open PackedLinears block (float32: attention goes through oneDNN as well)
-_ACTIVE_DTYPE: ContextVar[torch.dtype | None] = ContextVar("madis_packed_dtype", default=None)
+# While a PackedLinears block is open: its dtype (float32: attention goes through oneDNN as well) and
+# module -> (weight for oneDNN, bias or None).
+_ACTIVE: ContextVar[tuple[torch.dtype, dict[nn.Module, tuple[Tensor, Tensor | None]]] | None] = ContextVar(
+    "madis_packed_linears", default=None)
 
 
-def linear(module: nn.Linear, x: Tensor, gelu: bool = False) -> Tensor:
-    """``module(x)``, followed by exact GELU when ``gelu``; through the packed weight when one is active."""
-    # torch.compile / torch.export cannot trace a ContextVar; compiled models keep the module's own product
-    table = None if torch.compiler.is_compiling() else _ACTIVE.get()
-    entry = table.get(module) if table else None
-    if entry is None or x.device.type != "cpu" or torch.is_grad_enabled():
-        y = module(x)
-        return F.gelu(y) if gelu else y
-    weight, bias = entry
-    x = x.to(weight.dtype)
+def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -> Tensor:
+    """``x @ weight^T + bias`` (then exact GELU) in one oneDNN call; ``weight`` plain or reordered."""
     if gelu:  # algorithm "none" = exact (erf) GELU, as F.gelu's default
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
+def linear(module: nn.Linear, x: Tensor, gelu: bool = False) -> Tensor:
+    """``module(x)``, followed by exact GELU when ``gelu``; through the packed weight when one is active."""
+    # torch.compile / torch.export cannot trace a ContextVar; compiled models keep the module's own product
+    active = None if torch.compiler.is_compiling() else _ACTIVE.get()
+    entry = active[1].get(module) if active else None
+    if entry is None or x.device.type != "cpu" or torch.is_grad_enabled():
+        y = module(x)
+        return F.gelu(y) if gelu else y
+    weight, bias = entry
+    return _onednn_linear(x.to(weight.dtype), weight, bias, gelu)
+
+
 def fp32_onednn_active() -> bool:
     """Whether an fp32 :class:`PackedLinears` block is open (the probe found oneDNN faster than the BLAS)."""
-    return not torch.compiler.is_compiling() and _ACTIVE_DTYPE.get() == torch.float32
+    active = None if torch.compiler.is_compiling() else _ACTIVE.get()
+    return active is not None and active[0] == torch.float32
 
 
 def fp32_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -73,8 +77,7 @@ def fp32_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     vt = v.reshape(b * h, v.shape[-2], d).transpose(1, 2).contiguous()
     out = torch.empty_like(q)
     for i in range(b * h):
-        scores = torch.softmax(torch.ops.mkldnn._linear_pointwise(q[i], k[i], None, "none", [], ""), dim=-1)
-        out[i] = torch.ops.mkldnn._linear_pointwise(scores, vt[i], None, "none", [], "")
+        out[i] = _onednn_linear(torch.softmax(_onednn_linear(q[i], k[i], None), dim=-1), vt[i], None)
     return out.view(b, h, n, d)
 
 
@@ -133,11 +136,10 @@ class PackedLinears:
                  and module.weight.dtype in (torch.float32, torch.bfloat16)}
         for stale in set(self._packs) - set(table):
             self._packs.pop(stale, None)
-        token, dtype_token = _ACTIVE.set(table), _ACTIVE_DTYPE.set(self.dtype)
+        token = _ACTIVE.set((self.dtype, table))
         try:
             yield
         finally:
-            _ACTIVE_DTYPE.reset(dtype_token)
             _ACTIVE.reset(token)
 
 
