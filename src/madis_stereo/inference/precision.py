@@ -27,6 +27,7 @@ for bf16 (packed weights, fused bias and GELU), for fp32 only where oneDNN was m
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 
 from madis_stereo.errors import InputError
-from madis_stereo.model.packed import PackedLinears
+from madis_stereo.model.packed import PackedLinears, linear
 from madis_stereo.utils.files import atomic_write_bytes
 
 __all__ = ["BF16_MARGIN", "ONEDNN_MARGIN", "PRECISIONS", "PrecisionChoice", "autocast", "cache_file", "cpu_linears",
@@ -114,28 +115,25 @@ def _cpu_seconds(product: Callable[[], torch.Tensor]) -> float:
 def _probe_products(rows: int, dim: int) -> dict[str, Callable[[], torch.Tensor]]:
     """One ``linear`` of the network's shape per probed kernel: fp32 through the BLAS, fp32 and bf16 through
     :class:`~madis_stereo.model.packed.PackedLinears` (oneDNN), as a CPU predictor runs them."""
-    from madis_stereo.model.packed import PackedLinears, linear
-
     g = torch.Generator().manual_seed(0)
     layer = torch.nn.Linear(dim, dim)
     with torch.no_grad():
         layer.weight.copy_(torch.randn(dim, dim, generator=g))
     x = torch.randn(rows, dim, generator=g)
     products = {"fp32": lambda: layer(x)}
-    for name, dtype in (("fp32_onednn", torch.float32), ("bf16", torch.bfloat16)):
-        packs = PackedLinears.for_inference("cpu", "fp32" if dtype == torch.float32 else "bf16", fp32_onednn=True)
+    for name, precision in (("fp32_onednn", "fp32"), ("bf16", "bf16")):
+        packs = PackedLinears.for_inference("cpu", precision, fp32_onednn=True)
+        xd = x.to(DTYPES[precision])
         if packs is None:  # no oneDNN kernel for it: the plain product (bf16 emulated, or fp32 twice)
-            xd = x.to(dtype)
-            products[name] = lambda xd=xd, dtype=dtype: torch.nn.functional.linear(xd, layer.weight.to(dtype))
-            continue
-        xd = x.to(dtype)
-
-        def packed(packs: PackedLinears = packs, xd: torch.Tensor = xd) -> torch.Tensor:
-            with packs.active(layer):
-                return linear(layer, xd)
-
-        products[name] = packed
+            products[name] = lambda xd=xd: torch.nn.functional.linear(xd, layer.weight.to(xd.dtype))
+        else:
+            products[name] = functools.partial(_packed_product, packs, layer, xd)
     return products
+
+
+def _packed_product(packs: PackedLinears, layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    with packs.active(layer):
+        return linear(layer, x)
 
 
 def probe_cpu(rows: int = 1024, dim: int = 768, reps: int = 6, budget_s: float = 0.6) -> dict[str, float]:
