@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,25 +31,35 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 
 
 # --- pre-emption --------------------------------------------------------------------------------------------
-def start_and_signal(run: Path, config: Path, signum: int, group: bool = False) -> subprocess.CompletedProcess:
-    """Start ``madis-stereo train``, send ``signum`` once a few steps are logged, wait for it to stop."""
-    proc = subprocess.Popen(cli("train", str(config), "--out", str(run)), env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
+def run_and_signal(cmd: list[str], run: Path, send: Callable[[subprocess.Popen], None], at_step: int = 3,
+                   timeout: float = 120, group: bool = False) -> subprocess.CompletedProcess:
+    """Start a training command writing into ``run``, call ``send(process)`` once ``at_step`` steps are
+    logged, wait for it to stop."""
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=group)
     try:
-        deadline = time.monotonic() + 120
-        while max(train_losses(run), default=0) < 3:
+        deadline = time.monotonic() + timeout
+        while max(train_losses(run), default=0) < at_step:
             assert proc.poll() is None, "the run ended before the signal: " + proc.stderr.read()[-2000:]
-            assert time.monotonic() < deadline, "the run never reached step 3"
+            assert time.monotonic() < deadline, f"the run never reached step {at_step}"
             time.sleep(0.01)
-        if group:  # what a terminal's Ctrl-C does: the whole foreground group, data-loader workers included
-            os.killpg(proc.pid, signum)
-        else:
-            proc.send_signal(signum)
-        out, err = proc.communicate(timeout=120)
+        send(proc)
+        out, err = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def start_and_signal(run: Path, config: Path, signum: int, group: bool = False) -> subprocess.CompletedProcess:
+    """Start ``madis-stereo train``, send ``signum`` once a few steps are logged, wait for it to stop."""
+    def send(proc: subprocess.Popen) -> None:
+        if group:  # what a terminal's Ctrl-C does: the whole foreground group, data-loader workers included
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+
+    return run_and_signal(cli("train", str(config), "--out", str(run)), run, send, group=group)
 
 
 def test_sigterm_saves_a_checkpoint_and_the_resumed_run_continues_exactly(tmp_path, toy_folder):
@@ -126,20 +137,11 @@ def test_two_ranks_stop_at_the_same_step_when_only_one_is_signalled_and_resume_e
     assert sorted(expected) == list(range(1, steps + 1))
 
     run = tmp_path / "run"
-    proc = subprocess.Popen(torchrun("train", str(config), "--out", str(run)), env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while max(train_losses(run), default=0) < 2:
-            assert proc.poll() is None, "the run ended before the signal: " + proc.stderr.read()[-2000:]
-            assert time.monotonic() < deadline, "the run never reached step 2"
-            time.sleep(0.01)
-        os.kill(_worker_of_rank(proc.pid, 1), signal.SIGTERM)  # what a node's pre-emption notice can do: one rank
-        _, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0  # torchrun reports the workers' exit status 75 as a failure
+    # what a node's pre-emption notice can do: reach one rank only
+    done = run_and_signal(torchrun("train", str(config), "--out", str(run)), run,
+                          lambda proc: os.kill(_worker_of_rank(proc.pid, 1), signal.SIGTERM), at_step=2, timeout=180)
+    err = done.stderr
+    assert done.returncode != 0  # torchrun reports the workers' exit status 75 as a failure
     assert f"exitcode  : {EXIT_PREEMPTED}" in err or f"exitcode: {EXIT_PREEMPTED}" in err, err[-3000:]
     stopped_at = load_train_state(run / "train_state.pt")["step"]
     assert 2 <= stopped_at < steps
