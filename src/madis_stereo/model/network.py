@@ -126,7 +126,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, dim, patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        # contiguous: the encoder's residual stream inherits this layout, and a transposed one made every
+        # residual add strided and every layer norm copy its input first (55 ms of a 2.3 s CPU forward)
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
 
 class StereoModel(nn.Module):
