@@ -211,6 +211,40 @@ def test_cpu_half_precision_attention_matches_sdpa(monkeypatch, dtype):
     assert torch.equal(blocks.attention(q, k, v), ref) and len(calls) == 1
 
 
+def _spy_exp2(monkeypatch) -> list[bool]:
+    """Records, per query block, whether the bf16 split softmax (``_exp2_weights``) was taken."""
+    taken: list[bool] = []
+    split = blocks._exp2_weights
+    monkeypatch.setattr(blocks, "_exp2_weights", lambda s: (lambda r: taken.append(r is not None) or r)(split(s)))
+    return taken
+
+
+def test_bf16_attention_takes_the_split_softmax_and_declines_it_when_unsafe(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    d = 16
+    q, k, v = (torch.randn(1, 1, n, d, generator=g) for n in (24, 40, 40))  # one head: blocks don't depend on threads
+    monkeypatch.setattr(blocks, "QUERY_BLOCK", 16)
+    taken = _spy_exp2(monkeypatch)
+
+    def check(q, k, v):
+        ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        with torch.inference_mode():
+            got = blocks.attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).float()
+        assert torch.isfinite(got).all() and (got - ref).abs().max() < 2e-2
+
+    check(q, k, v)  # ordinary scores: both blocks (queries 16 + 8) through the split softmax
+    assert taken == [True, True]
+    # query 0 sees every key at +/-1000 (exp overflows, then the row underflows); every key shares that
+    # component, so its softmax is uniform; the block holding it must take torch.softmax
+    k[..., 0] = 5.0
+    for sign in (1.0, -1.0):
+        taken.clear()
+        q[0, 0, 0] = 0.0
+        q[0, 0, 0, 0] = sign * 800.0
+        check(q, k, v)
+        assert taken == [False, True], sign  # the first block declined, the second split
+
+
 def test_rope_depends_only_on_relative_position():
     rope = RoPE2D(16, 100.0)
     cos, sin = rope.tables(6, 7, torch.device("cpu"))
@@ -229,6 +263,12 @@ def test_rope_depends_only_on_relative_position():
     assert torch.allclose(a, b, atol=1e-5)
     assert not torch.allclose(a, score(idx(1, 2), idx(3, 4)), atol=1e-3)
     assert rope.tables(6, 7, torch.device("cpu"))[0] is cos  # cached per grid
+
+
+def test_patch_embedding_tokens_are_contiguous():
+    # the encoder's residual stream inherits this layout: transposed, every add is strided and every norm copies
+    embed = ms.StereoModel(ModelConfig.preset("tiny")).patch_embed
+    assert embed(torch.zeros(1, 3, 64, 96)).is_contiguous()
 
 
 def test_bad_inputs_get_clear_errors(tiny):

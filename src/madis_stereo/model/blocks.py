@@ -47,6 +47,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, hook: AttentionHook | None = None
     return F.scaled_dot_product_attention(q, k, v)
 
 
+# bf16 scores in base 2 up to this value (as the int16 view of a bf16 number: positive bf16 values sort like
+# their bits) have finite powers of two with room for a sum over any row, so the softmax may skip the max.
+_EXP2_SAFE_BF16 = int(torch.tensor(86.0, dtype=torch.bfloat16).view(torch.int16))
+_LOG2_E = 1.4426950408889634
+# A row whose powers sum below this lost its largest terms to underflow: it takes the softmax instead.
+_MIN_ROW_SUM = 1e-30
+
+
 def _blocked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Attention a few heads (and at most QUERY_BLOCK queries) at a time with batched matrix products.
 
@@ -55,10 +63,20 @@ def _blocked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     head with the matrix library and keeps the head's score matrix (N x N, 1.9 MB at 352x704) in cache, which
     took the attention to 190 GFLOP/s and the vitb_basedec forward from 3.9 s to 2.8 s of CPU time. It takes
     as many heads per step as torch has threads, so that each thread works on one head's scores.
+
+    In bf16 the softmax is split (:func:`_exp2_weights`): the scores' exponentials in place (as powers of two,
+    the factor log2(e) folded into the query scale), the product with ``v``, then the division by the row sums
+    on the small [N, d] result. ``torch.softmax`` makes three passes over the N x N scores into a new matrix (a
+    row max that alone costs most of an ``exp``, the exponentials, the scaling); this makes one in place and a
+    cheap sum. A vitb encoder layer's attention (2 images, 12 heads, 968 tokens) went from 26.1 to 22.5 ms on
+    one core of an AMD EPYC (13.3 -> 11.4 on two), the vitb_basedec forward at 352x704 from 2.39 to 2.30 s.
+    fp16 (whose ``exp`` overflows at 11) keeps ``torch.softmax``.
     Only for inference (no autograd graph of N x N matrices); the same result as SDPA up to rounding.
     """
     b, h, n, d = q.shape
-    q = (q * d**-0.5).reshape(b * h, n, d)
+    split = q.dtype == torch.bfloat16
+    # split: scores in base 2 (exp(s) = 2^(s log2 e)), the factor folded into the query scale
+    q = (q * (d**-0.5 * (_LOG2_E if split else 1.0))).reshape(b * h, n, d)
     k = k.reshape(b * h, k.shape[-2], d).transpose(1, 2)
     v = v.reshape(b * h, v.shape[-2], d)
     out = torch.empty_like(q)
@@ -67,9 +85,32 @@ def _blocked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         heads = slice(i, i + step)
         for start in range(0, n, QUERY_BLOCK):
             rows = slice(start, start + QUERY_BLOCK)
-            scores = torch.softmax(torch.bmm(q[heads, rows], k[heads]), dim=-1)
-            out[heads, rows] = torch.bmm(scores, v[heads])
+            scores = torch.bmm(q[heads, rows], k[heads])
+            if split:
+                weights = _exp2_weights(scores)
+                if weights is not None:
+                    torch.div(torch.bmm(weights[0], v[heads]), weights[1], out=out[heads, rows])
+                    continue
+                # _exp2_weights declined: back to natural units (the scores may have been overwritten)
+                scores = torch.bmm(q[heads, rows], k[heads]).mul_(1 / _LOG2_E)
+            torch.bmm(torch.softmax(scores, dim=-1), v[heads], out=out[heads, rows])
     return out.view(b, h, n, d)
+
+
+def _exp2_weights(scores: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(2^scores, row sums)`` with the power taken in place, or None where the softmax must subtract the max.
+
+    ``softmax(s) = 2^(s - m) / sum(2^(s - m))`` for any ``m`` (scores in base 2); the max is only there to keep
+    the powers finite. For bf16 scores <= 86 (2^86 ~ 8e25, bf16 and fp32 reach 3e38) ``m = 0`` is safe and
+    exact up to the same rounding. None when a score exceeds 86 (or is NaN / inf; the scores are then
+    untouched), and when a row's powers sum below 1e-30 (all its scores below about -100: overwritten).
+    ``exp2_`` rather than ``exp_``: 0.21 against 0.25 ms on a 968 x 968 bf16 matrix (AMD EPYC, torch 2.13).
+    """
+    if scores.view(torch.int16).amax() > _EXP2_SAFE_BF16:  # negative values have negative int16 views
+        return None
+    weights = scores.exp2_()
+    total = weights.sum(-1, keepdim=True)
+    return (weights, total) if total.amin() >= _MIN_ROW_SUM else None
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
