@@ -32,7 +32,8 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        # the inner ReLU in place: conv1's output is a temporary that no backward pass needs
+        return x + self.conv2(F.relu(self.conv1(F.relu(x)), inplace=True))
 
 
 class FusionBlock(nn.Module):
@@ -88,7 +89,7 @@ class DPTHead(nn.Module):
             nn.Conv2d(feature_dim, feature_dim // 2, 3, padding=1),
             Upsample2x(),
             nn.Conv2d(feature_dim // 2, last_dim, 3, padding=1),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),  # on a full-resolution temporary: no second buffer of that size
             nn.Conv2d(last_dim, num_channels, 1),
         )
         # NHWC convolutions are markedly faster with oneDNN (CPU) and cuDNN (tensor cores).
