@@ -216,16 +216,20 @@ def worker(spec: dict) -> dict:
     run, left, right = build_runner(spec, model, device, precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with PeakRSS() as rss:
-        for _ in range(spec["warmup"]):
-            run()
+    for _ in range(spec["warmup"]):
+        run()
+    sync(device)
+    times = []
+    for _ in range(spec["runs"]):
+        t = now()
+        run()
         sync(device)
-        times = []
-        for _ in range(spec["runs"]):
-            t = now()
-            run()
-            sync(device)
-            times.append(now() - t)
+        times.append(now() - t)
+    # peak memory from one more forward: the sampling thread would add its own CPU time (about 1%) to the
+    # timed runs' process clock
+    with PeakRSS() as rss:
+        run()
+        sync(device)
     flops = count_flops(model, left, right) if not spec.get("tiled") else float("nan")
     peaks = {name: matmul_peak(device, dtype, clock=spec.get("clock", "wall"))
              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
