@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -115,13 +116,15 @@ def test_compiled_predictor_matches_eager():
     assert np.abs(eager.disparity - compiled.disparity).max() < 1e-3
 
 
-@pytest.mark.parametrize("mode", ["inference", "no_grad"])
+@pytest.mark.parametrize("mode", ["inference", "no_grad", "bf16"])
 def test_the_forward_is_one_graph_for_torch_compile(mode):
     """A graph break splits --compile's model into pieces (one recompilation per block, no CUDA graph): the
-    predictor's oneDNN switch (a ContextVar) and the RoPE cache key must stay out of the traced code."""
+    predictor's oneDNN switch (a ContextVar), the RoPE cache key and the bf16 CPU attention's checks on the
+    scores must stay out of the traced code."""
     model = ms.StereoModel(ms.ModelConfig.preset("tiny", crop=(64, 128))).eval()
     x = torch.zeros(1, 3, 64, 128)
-    with torch.inference_mode() if mode == "inference" else torch.no_grad():
+    amp = torch.autocast("cpu", torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode(), amp:
         explained = torch._dynamo.explain(model)(x, x)
     assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
     assert explained.graph_count == 1

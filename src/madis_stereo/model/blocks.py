@@ -2,7 +2,8 @@
 
 Attention runs through ``F.scaled_dot_product_attention``, except bf16/fp16 inference on a CPU, which takes
 a few heads at a time through batched matrix products (``_blocked_attention``), and fp32 inference on a CPU
-where a predictor runs its Linear layers through oneDNN (``model.packed.fp32_attention``). Linear layers go
+where a predictor runs its Linear layers through oneDNN (``model.packed.fp32_attention``); under
+``torch.compile`` always SDPA. Linear layers go
 through ``model.packed.linear`` (the module itself unless a predictor opened ``PackedLinears``). When a
 module's ``hook`` is set (see ``StereoModel.capture_attention``) it takes the explicit reference path instead,
 which also yields the softmax attention weights ``A = softmax(q k^T / sqrt(d))`` [B, heads, Nq, Nk] and
@@ -39,7 +40,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, hook: AttentionHook | None = None
         weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
         hook(weights)
         return weights @ v
-    if q.device.type == "cpu" and not torch.is_grad_enabled():
+    # torch.compile traces SDPA: the blocked loop asks torch for its thread count and checks the scores'
+    # values, each of which would break the graph
+    if q.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
         if q.dtype in (torch.bfloat16, torch.float16):
             return _blocked_attention(q, k, v)
         if q.dtype == torch.float32 and fp32_onednn_active():  # a CPU predictor on which oneDNN won the probe
