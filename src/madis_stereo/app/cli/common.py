@@ -25,7 +25,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blend", choices=("taper", "croco"), default="taper",
                    help="tile blend: taper (default; windows fade out at their edges, no seams) or croco "
                         "(CroCo-Stereo's confidence-only blend)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on many pairs)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (on a GPU, over many pairs; on the CPUs measured it was slower)")
 
 
 def cli_device(args: argparse.Namespace) -> Any:
