@@ -215,7 +215,13 @@ def _spy_exp2(monkeypatch) -> list[bool]:
     """Records, per query block, whether the bf16 split softmax (``_exp2_weights``) was taken."""
     taken: list[bool] = []
     split = blocks._exp2_weights
-    monkeypatch.setattr(blocks, "_exp2_weights", lambda s: (lambda r: taken.append(r is not None) or r)(split(s)))
+
+    def spy(scores):
+        result = split(scores)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(blocks, "_exp2_weights", spy)
     return taken
 
 

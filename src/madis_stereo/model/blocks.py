@@ -3,11 +3,10 @@
 Attention runs through ``F.scaled_dot_product_attention``, except bf16/fp16 inference on a CPU, which takes
 a few heads at a time through batched matrix products (``_blocked_attention``), and fp32 inference on a CPU
 where a predictor runs its Linear layers through oneDNN (``model.packed.fp32_attention``); under
-``torch.compile`` always SDPA. Linear layers go
-through ``model.packed.linear`` (the module itself unless a predictor opened ``PackedLinears``). When a
-module's ``hook`` is set (see ``StereoModel.capture_attention``) it takes the explicit reference path instead,
-which also yields the softmax attention weights ``A = softmax(q k^T / sqrt(d))`` [B, heads, Nq, Nk] and
-hands them to the hook.
+``torch.compile`` always SDPA. Linear layers go through ``model.packed.linear`` (the module itself unless a
+predictor opened ``PackedLinears``). When a module's ``hook`` is set (see ``StereoModel.capture_attention``)
+it takes the explicit reference path instead, which also yields the softmax attention weights
+``A = softmax(q k^T / sqrt(d))`` [B, heads, Nq, Nk] and hands them to the hook.
 """
 
 from __future__ import annotations
