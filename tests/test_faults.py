@@ -154,6 +154,37 @@ def test_two_ranks_stop_at_the_same_step_when_only_one_is_signalled_and_resume_e
     assert train_losses(run) == expected  # bit-identical to the two-rank run that was never stopped
 
 
+RACE = """
+import sys
+import torch
+from madis_stereo.training import distributed as D
+
+sys.setswitchinterval(1000.0)  # the main thread keeps the GIL unless it blocks: what makes the race likely
+env = D.setup("cpu")
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3))  # the group then outlives destroy
+
+
+def stop_flag():  # the trainer's last collective before it stops: its tensor dies in Python at once
+    return D.all_reduce_max(torch.tensor([1.0]), env).item()
+
+
+stop_flag()
+D.teardown(env)
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_exits_with_its_own_status_after_its_last_collective(tmp_path):
+    # a gloo worker thread frees a finished collective's tensors after the caller has the result; without
+    # teardown's pause about one launch in five aborted at interpreter shutdown (exit -6, "terminate called")
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    for attempt in range(16):
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                               str(script)], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"launch {attempt}: {done.stderr[-1500:]}"
+
+
 # --- a full disk --------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc")
 @pytest.mark.parametrize("victim", ["ckpt_step4", "train_state"])

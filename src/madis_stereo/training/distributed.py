@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ __all__ = ["DistEnv", "ResumableSampler", "all_reduce_sum", "broadcast_from_main
            "teardown"]
 
 log = logging.getLogger(__name__)
+
+DRAIN_S = 0.05  # teardown's pause for the process group's worker threads (see teardown)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,16 @@ def setup(device_name: str = "auto") -> DistEnv:
 
 
 def teardown(env: DistEnv) -> None:
+    """Leave the process group; first let its worker threads release the last collective's tensors.
+
+    A gloo worker thread frees a finished collective's tensors after the caller has its result, and needs
+    the GIL to do it. If that has not happened before the interpreter shuts down, the thread dies holding
+    them and the process aborts ("terminate called without an active exception", exit status -6 instead
+    of the run's own). destroy_process_group cannot join those threads once a DDP model has existed (the
+    group outlives it in C++), so the GIL is released here for a moment instead: no collective follows.
+    """
     if env.distributed and dist.is_initialized():
+        time.sleep(DRAIN_S)
         dist.destroy_process_group()
 
 
