@@ -94,8 +94,9 @@ def teardown(env: DistEnv) -> None:
     A gloo worker thread frees a finished collective's tensors after the caller has its result, and needs
     the GIL to do it. If that has not happened before the interpreter shuts down, the thread dies holding
     them and the process aborts ("terminate called without an active exception", exit status -6 instead
-    of the run's own). destroy_process_group cannot join those threads once a DDP model has existed (the
-    group outlives it in C++), so the GIL is released here for a moment instead: no collective follows.
+    of the run's own; pytorch/pytorch#179291 describes the same crash). destroy_process_group cannot join
+    those threads once a DDP model has existed (the group outlives it in C++), so the GIL is released here
+    for a moment instead. No barrier: on an error path the other rank may never reach it.
     """
     if env.distributed and dist.is_initialized():
         time.sleep(DRAIN_S)
