@@ -251,6 +251,29 @@ def test_point_cloud_uses_cx_cy(ckpt, tmp_path):
     assert proc.returncode == 2 and "either --calib or --focal/--baseline" in proc.stderr
 
 
+def test_a_given_camera_means_depth_and_a_point_cloud_unless_the_formats_say_otherwise(ckpt, tmp_path):
+    left, right = write_pair(tmp_path, "scene", height=40, width=70)
+    base = ["predict", left, right, "--checkpoint", ckpt, "--device", "cpu"]
+    proc = cli(*base, "-o", tmp_path / "default", "--focal", "50", "--baseline", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    stem = left.stem
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == sorted(
+        [f"{stem}_color.png", f"{stem}_depth.pfm", f"{stem}.ply"])
+    proc = cli(*base, "-o", tmp_path / "npy", "--format", "npy", "--focal", "50", "--baseline", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "the camera (--focal/--baseline) is unused: --format npy writes neither depth nor ply" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "npy").iterdir()) == [f"{stem}.npy"]
+    proc = cli(*base, "-o", tmp_path / "plain")
+    assert proc.returncode == 0 and "unused" not in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == [f"{stem}_color.png"]
+    proc = cli(*base, "-o", tmp_path / "half", "--focal", "50")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("--focal F and --baseline B go together (only --focal was given)")
+    proc = cli(*base, "-o", tmp_path / "both", "--baseline", "0.5", "--calib", tmp_path / "calib.txt")
+    assert proc.returncode == 2 and "either --calib or --focal/--baseline" in proc.stderr
+    assert not (tmp_path / "half").exists() and not (tmp_path / "both").exists()
+
+
 # --- small confusions: HxW, Middlebury resolution, run folders as checkpoints, --version -------------------
 
 

@@ -27,8 +27,10 @@ FORMATS_HELP = (
     "comma-separated outputs: color (coloured disparity PNG), png16 (KITTI uint16 PNG, d*256), pfm, npy "
     "(float32 disparity), depth (Z = baseline*f/(d+doffs) in the baseline's unit: mm for Middlebury/ETH3D "
     "calib.txt; PFM or NPY, +inf invalid), ply (coloured binary point cloud, same unit), conf (certainty "
-    "1 - sigmoid(c/b), b the model's laplace_b, as 8-bit PNG, white = sure). Default: color"
+    "1 - sigmoid(c/b), b the model's laplace_b, as 8-bit PNG, white = sure). Default: color, or color,depth,ply "
+    "when --calib or --focal/--baseline give the camera"
 )
+CAMERA_FORMATS = "color,depth,ply"  # the default outputs when the camera is given
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="pairs per forward pass: consecutive pairs of one size are predicted together (default 1; "
                    "use 8 or more on a GPU)")
-    p.add_argument("--format", default="color", help=FORMATS_HELP)
+    p.add_argument("--format", default=None, help=FORMATS_HELP)
     p.add_argument("--vmin", type=float, default=0.0, help="colour range start of the color PNG (default 0)")
     p.add_argument("--vmax", type=float, default=None,
                    help="colour range end of the color PNG and video (default: the 99th percentile of the first "
@@ -119,19 +121,35 @@ def _geometry_source(args: argparse.Namespace, options: OutputOptions) -> Rectif
     from madis_stereo.geometry.rectify import Rectifier
 
     if args.rectify is not None:
-        others = [name for name, value in (("--calib", args.calib), ("--focal", args.focal), ("--cx", args.cx),
-                                           ("--cy", args.cy), ("--fy", args.fy)) if value is not None]
+        others = [name for name, value in (("--calib", args.calib), ("--focal", args.focal),
+                                           ("--baseline", args.baseline), ("--cx", args.cx), ("--cy", args.cy),
+                                           ("--fy", args.fy)) if value is not None]
         if others:
             raise ConfigError(f"--rectify takes the cameras from the calibration; drop {', '.join(others)}")
         return Rectifier(read_calibration(args.rectify))
-    if options.needs_camera and args.calib is None and (args.focal is None or args.baseline is None):
-        raise ConfigError("formats depth and ply need --rectify CALIB, --calib calib.txt (or 'auto'), or "
-                         "--focal F --baseline B")
-    if args.calib is not None and any(v is not None for v in (args.focal, args.cx, args.cy, args.fy)):
+    if args.calib is not None and any(v is not None for v in (args.focal, args.baseline, args.cx, args.cy, args.fy)):
         raise ConfigError("give either --calib or --focal/--baseline (with --cx/--cy/--fy), not both")
     if args.focal is None and any(v is not None for v in (args.cx, args.cy, args.fy)):
         raise ConfigError("--cx, --cy and --fy go with --focal F --baseline B")
+    if (args.focal is None) != (args.baseline is None):
+        given = "--focal" if args.baseline is None else "--baseline"
+        raise ConfigError(f"--focal F and --baseline B go together (only {given} was given)")
+    if options.needs_camera and args.calib is None and (args.focal is None or args.baseline is None):
+        raise ConfigError("formats depth and ply need --rectify CALIB, --calib calib.txt (or 'auto'), or "
+                         "--focal F --baseline B")
+    if not options.needs_camera and (args.calib is not None or args.focal is not None):
+        log.warning("the camera (%s) is unused: --format %s writes neither depth nor ply",
+                    "--calib" if args.calib is not None else "--focal/--baseline", ",".join(options.formats))
     return None
+
+
+def _formats(args: argparse.Namespace) -> tuple[str, ...]:
+    """--format as a tuple; by default color, and depth and a point cloud too when the camera is given."""
+    chosen = args.format
+    if chosen is None:
+        camera = args.rectify is None and (args.calib is not None or args.focal is not None)
+        chosen = CAMERA_FORMATS if camera else "color"
+    return tuple(f.strip() for f in chosen.split(",") if f.strip())
 
 
 class _Sequence:
@@ -191,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     from madis_stereo.inference.predictor import rgb_pair
     from madis_stereo.utils.console import duration, summary
 
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    formats = _formats(args)
     options = OutputOptions(formats=formats, vmin=args.vmin, vmax=args.vmax, legend=args.legend,
                             depth_format=args.depth_format, max_depth=args.max_depth,
                             min_certainty=args.min_certainty)
