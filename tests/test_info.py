@@ -47,3 +47,24 @@ def test_info_command_text_and_json(tmp_path, croco_dir):
 def test_info_missing_file(tmp_path):
     with pytest.raises(ms.CheckpointError, match="not found"):
         checkpoint_info(tmp_path / "none.safetensors")
+
+
+def test_bundled_is_a_checkpoint_name_everywhere(tmp_path, monkeypatch):
+    from madis_stereo.model import checkpoint
+    from madis_stereo.model.registry import resolve_checkpoint
+
+    bundled = checkpoint.default_model_path()
+    assert resolve_checkpoint("bundled") == bundled and resolve_checkpoint("default") == bundled
+    proc = run_cli("info", "--json")  # no CKPT: the bundled model
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["path"] == str(bundled) and info["format"] == "madis-stereo safetensors"
+    model = ms.load_model("bundled")
+    reference = ms.load_default_model()
+    assert all(a.equal(b) for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True))
+    monkeypatch.chdir(tmp_path)  # a file of that name in the working folder wins over the name
+    (tmp_path / "default").write_bytes(b"\x00" * 64)
+    assert resolve_checkpoint("default") == tmp_path.joinpath("default").relative_to(tmp_path)
+    monkeypatch.setattr(checkpoint, "default_model_path", lambda: tmp_path / "missing.safetensors")
+    with pytest.raises(ms.CheckpointError, match="no bundled model in this installation"):
+        resolve_checkpoint("bundled")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from madis_stereo.model.network import StereoModel
 
 __all__ = [
+    "BUNDLED_NAMES",
     "MODELS",
     "RegisteredModel",
     "cache_dir",
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+BUNDLED_NAMES = ("bundled", "default")  # names of the package's own model (an existing file of that name wins)
 
 HOME_ENV = "MADIS_STEREO_HOME"
 OFFLINE_ENV = "MADIS_STEREO_OFFLINE"
@@ -187,7 +190,8 @@ def is_url(text: str) -> bool:
 
 
 def resolve_checkpoint(spec: str | os.PathLike, progress: bool | None = None) -> Path:
-    """A local checkpoint file for ``spec``: a path (returned as is), an http(s) URL or a registered name.
+    """A local checkpoint file for ``spec``: a path (returned as is), an http(s) URL, a registered name, or
+    ``bundled`` / ``default`` (the package's own model, offline).
 
     An existing file wins over a registered name of the same spelling. URLs and names are downloaded on
     first use (``progress``: see ``download_file``) and read from the cache afterwards.
@@ -195,6 +199,11 @@ def resolve_checkpoint(spec: str | os.PathLike, progress: bool | None = None) ->
     if isinstance(spec, os.PathLike):
         return Path(spec)
     text = str(spec)
+    if text in BUNDLED_NAMES and not Path(text).exists():
+        path = checkpoint.default_model_path()
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {text}: no bundled model in this installation ({path} is missing)")
+        return path
     if is_url(text):
         return _fetch_to(text, _url_path(text), f"URL {text}", progress, check=inspect_checkpoint)
     path = Path(text).expanduser()

@@ -47,7 +47,7 @@ from madis_stereo.model.checkpoint import (
     save_model,
 )
 from madis_stereo.model.network import StereoModel
-from madis_stereo.model.registry import MODELS, is_url, load_model
+from madis_stereo.model.registry import BUNDLED_NAMES, MODELS, is_url, load_model
 from madis_stereo.training import distributed as D
 from madis_stereo.training import state as S
 from madis_stereo.training.config import TrainConfig
@@ -73,8 +73,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 BEST_NAME = "best.safetensors"
-BUNDLED_INIT = "bundled"  # model.init value: the package's default weights
-BUNDLED_NAMES = (BUNDLED_INIT, "default")  # the names model.init takes for them
+BUNDLED_INIT = BUNDLED_NAMES[0]  # model.init value: the package's default weights
 # With a time budget the run length is fitted from the measured pace at these steps (the pace counted from
 # step BUDGET_PACE_START, after data-loader start-up, or from the previous fit); fixed after the last one.
 BUDGET_PACE_START = 10

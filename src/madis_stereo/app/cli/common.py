@@ -8,7 +8,8 @@ from typing import Any
 
 log = logging.getLogger("madis_stereo.app.cli")
 
-CHECKPOINT_HELP = "a .safetensors or CroCo(-Stereo)/MaDis .pth file, a registered name (madis-stereo models) or a URL"
+CHECKPOINT_HELP = ("a .safetensors or CroCo(-Stereo)/MaDis .pth file, a registered name (madis-stereo models), a URL, "
+                   "or bundled (the package's own model)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="what a checkpoint holds (config, provenance, metrics)",
                               description="Show the model config, provenance and training metrics of a checkpoint "
                               "(ours: from the file header; CroCo .pth: the architecture read from the file).")
-    p.add_argument("checkpoint", metavar="CKPT", help="a file, a registered name or a URL")
+    p.add_argument("checkpoint", metavar="CKPT", nargs="?", default="bundled",
+                   help="a file, a registered name, a URL or bundled (default: the package's own model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 

@@ -54,6 +54,7 @@ def run_models(args: argparse.Namespace) -> int:
     print(format_table(table, ["name", "architecture", "size", "cached", "what"]))
     print(f"\ncache: {registry.cache_dir()}  (~ size: estimated from the parameter count, fp32)")
     print("licence of these weights: " + registry.NAVER_LICENCE + "; training data: madis-stereo models --json")
+    print("also: bundled (or default), the package's own model, offline; madis-stereo info bundled describes it")
     return 0
 
 
