@@ -9,13 +9,17 @@ run cut short by the wrapper's hard limit keeps what it measured):
    fixed shape;
 3. ``Predictor.predict_batch`` on ``--batch`` uint8 pairs (what ``predict --batch`` runs over a folder):
    pairs/s end to end, with the transfers and the normalisation;
-4. a MaDis training step of ``--train-preset`` at ``--train-batch`` x ``--train-size`` in bf16 with
+4. (run right after the peaks) the bundled recipe's step (``--recipe-preset`` at ``--recipe-size``,
+   CroCo-Stereo objective, bf16) at each of ``--recipe-batches``: pairs/s, to check that the recipe's batch
+   keeps the GPU, not the host, busy;
+5. a MaDis training step of ``--train-preset`` at ``--train-batch`` x ``--train-size`` in bf16 with
    ``optim.activation_checkpointing`` on and off: seconds per step and peak memory (CUDA: the allocator's
    peak), attention forced onto the flash kernel of ``scaled_dot_product_attention`` on CUDA.
 
     bash benchmarks/gpu_speed.sh                       # on the GPU machine: writes gpu_speed.md
     python benchmarks/gpu_speed.py --device cpu --preset tiny --size 64 128 --batch 2 \\
-        --train-preset tiny --train-size 64 128 --train-batch 1     # the CPU check of the script itself
+        --train-preset tiny --train-size 64 128 --train-batch 1 \\
+        --recipe-preset tiny --recipe-size 64 128 --recipe-batches 1,2   # the CPU check of the script itself
 """
 
 from __future__ import annotations
@@ -122,31 +126,60 @@ def training_rows(args: argparse.Namespace, device: torch.device, left_s) -> Non
     for checkpointing in (True, False):
         label = (f"MaDis train step {args.train_preset}, batch {args.train_batch}, {size[0]}x{size[1]}, bf16, "
                  f"checkpointing {'on' if checkpointing else 'off'}")
-        if left_s() < args.section_s:
-            emit([label, "skipped: out of time", "", "", ""])
-            continue
-        engine = None
-        try:
+
+        def measure(checkpointing: bool = checkpointing) -> list[str]:
             engine = make_engine(args.train_preset, True, "bf16", device, size, checkpointing)
             batch = make_batch(args.train_batch, size)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
             with flash_only(device):
                 times = timed_steps(engine, batch, args.train_steps)
-            memory = ""
-            if device.type == "cuda":
-                peak = torch.cuda.max_memory_allocated(device)
-                memory = f"{peak / 2**30:.2f} GiB peak, {'fits' if peak < 24e9 else 'over'} 24 GB"
-            emit([label, f"{statistics.median(times):.3f} s/step", f"min {min(times):.3f} max {max(times):.3f}",
-                  "flash attention" if device.type == "cuda" else "", memory])
-        except torch.OutOfMemoryError:
-            emit([label, "out of memory", "", "", ""])
-        except RuntimeError as err:
-            emit([label, f"failed: {str(err).splitlines()[0][:100]}", "", "", ""])
-        del engine
-        gc.collect()
+            return [f"{statistics.median(times):.3f} s/step", f"min {min(times):.3f} max {max(times):.3f}",
+                    "flash attention" if device.type == "cuda" else ""]
+
+        guarded_row(label, device, measure, left_s() >= args.section_s, fits_24gb=True)
+
+
+def recipe_rows(args: argparse.Namespace, device: torch.device, left_s) -> None:
+    """The bundled recipe's step (``configs/bundled_small.yaml``: CroCo-Stereo objective, dense GT, bf16) at
+    each of ``--recipe-batches``: how far a bigger batch buys pairs/s before the GPU, not the host, is the limit.
+    The batches sit on the device already, as the device renderer's do (its own cost is not in these rows)."""
+    size = tuple(args.recipe_size)
+    for batch_size in args.recipe_batches:
+        label = f"recipe step {args.recipe_preset}, batch {batch_size}, {size[0]}x{size[1]}, bf16"
+
+        def measure(batch_size: int = batch_size) -> list[str]:
+            engine = make_engine(args.recipe_preset, False, "bf16", device, size)
+            batch = {k: v.to(device) for k, v in make_batch(batch_size, size, dense=True).items()}
+            times = time_steps(engine, batch, warmup=2, steps=args.recipe_steps)
+            seconds = statistics.median(times)
+            return [f"{batch_size / seconds:.0f} pairs/s", f"{seconds * 1000:.1f} ms/step",
+                    f"min {min(times) * 1000:.1f} max {max(times) * 1000:.1f} ms"]
+
+        guarded_row(label, device, measure, left_s() >= args.section_s)
+
+
+def guarded_row(label: str, device: torch.device, measure, in_time: bool, fits_24gb: bool = False) -> None:
+    """One table row from ``measure()`` (three cells) and the CUDA allocator's peak; out of memory, a failure
+    or no time left is said in the row instead."""
+    if not in_time:
+        emit([label, "skipped: out of time", "", "", ""])
+        return
+    try:
         if device.type == "cuda":
-            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        cells = measure()
+        memory = ""
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device)
+            memory = f"{peak / 2**30:.2f} GiB peak" + (f", {'fits' if peak < 24e9 else 'over'} 24 GB" if fits_24gb
+                                                       else "")
+        emit([label, *cells, memory])
+    except torch.OutOfMemoryError:
+        emit([label, "out of memory", "", "", ""])
+    except RuntimeError as err:
+        emit([label, f"failed: {str(err).splitlines()[0][:100]}", "", "", ""])
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def timed_steps(engine, batch: dict, steps: int) -> list[float]:
@@ -166,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-size", type=int, nargs=2, default=(352, 704), metavar=("H", "W"))
     p.add_argument("--train-batch", type=int, default=2)
     p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--recipe-preset", default="small")
+    p.add_argument("--recipe-size", type=int, nargs=2, default=(256, 512), metavar=("H", "W"))
+    p.add_argument("--recipe-batches", type=lambda t: [int(b) for b in t.split(",")], default=[32, 64, 128],
+                   help="comma list of batch sizes for the bundled recipe's step (default 32,64,128)")
+    p.add_argument("--recipe-steps", type=int, default=10)
     p.add_argument("--deadline", type=float, default=80.0, help="seconds; sections that would start later are skipped")
     p.add_argument("--section-s", type=float, default=5.0, help="a section starts only with this many seconds left")
     p.add_argument("--skip-train", action="store_true")
@@ -185,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     peaks = {p_: matmul_peak(device, dt) for p_, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     print("\n| measurement | throughput | fraction | time | memory |\n|---|---|---|---|---|")
     emit(["matrix-multiply peak", f"fp32 {peaks['fp32']:.0f} GFLOP/s", f"bf16 {peaks['bf16']:.0f} GFLOP/s", "", ""])
+    if not args.skip_train:  # first: a few seconds that size the bundled recipe's batch (issue #11's training)
+        recipe_rows(args, device, left_s)
     forward_rows(args, device, peaks["bf16"], left_s)
     if not args.skip_train:
         training_rows(args, device, left_s)

@@ -11,7 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_speed.py"
 TINY = ["--device", "cpu", "--preset", "tiny", "--size", "64", "128", "--batch", "2", "--runs", "1", "--warmup", "0",
-        "--train-preset", "tiny", "--train-size", "64", "128", "--train-batch", "1", "--train-steps", "1"]
+        "--train-preset", "tiny", "--train-size", "64", "128", "--train-batch", "1", "--train-steps", "1",
+        "--recipe-preset", "tiny", "--recipe-size", "64", "128", "--recipe-batches", "1,2", "--recipe-steps", "1"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -32,6 +33,8 @@ def test_every_section_measures_on_cpu():
     assert "pairs/s" in table["forward eager, batch 2, 64x128, bf16"]
     assert "% of bf16 peak" in table["forward eager, batch 2, 64x128, bf16"]
     assert "pairs/s" in table["Predictor.predict_batch, 2 uint8 pairs 64x128, fp32"]  # the suite pins fp32
+    for batch in (1, 2):
+        assert "pairs/s" in table[f"recipe step tiny, batch {batch}, 64x128, bf16"]
     for state in ("on", "off"):
         assert "s/step" in table[f"MaDis train step tiny, batch 1, 64x128, bf16, checkpointing {state}"]
     assert "failed" not in proc.stdout and "skipped" not in proc.stdout
@@ -41,4 +44,4 @@ def test_sections_past_the_deadline_are_skipped():
     proc = run("--deadline", "0")
     assert proc.returncode == 0, proc.stderr
     skipped = [line for line in proc.stdout.splitlines() if "skipped: out of time" in line]
-    assert len(skipped) == 4  # forward, predict_batch, two training steps
+    assert len(skipped) == 6  # forward, predict_batch, two recipe batches, two training steps
