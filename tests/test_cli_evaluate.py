@@ -87,7 +87,8 @@ def test_eth3d_real_process_submission_and_numbers(ckpt, tmp_path):
     _assert_same(report["aggregate"], expected)
     assert {"all/bad_1.0", "noc/bad_1.0", "all/avgerr", "noc/rms", "all/a50", "noc/a99"} <= set(expected)
     assert "error" not in proc.stderr
-    assert re.search(r"evaluate finished\n  dataset +eth3d .*\n(.*\n)*  results +\S+", proc.stderr)
+    assert re.search(r"evaluate finished\n  dataset +eth3d \(train\) at \S+, protocol eth3d\n(.*\n)*  results +\S+",
+                     proc.stderr)
     assert "bad_0.5" in proc.stdout
 
 

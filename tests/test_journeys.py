@@ -38,11 +38,13 @@ def test_evaluate_own_folder_and_synthetic(ckpt, tmp_path):
     report = json.loads(out.read_text())
     assert report["dataset"] == {"name": "folder", "root": str(layout.root), "disparity": "disp/*.pfm"}
     assert sorted(r["name"] for r in report["per_image"]) == ["scene_a", "scene_b", "scene_c"]
+    assert f"dataset     folder at {layout.root}, protocol" in proc.stderr  # a folder has no split to name
     out = tmp_path / "synthetic.json"
     proc = cli("evaluate", "--checkpoint", ckpt, "--dataset", "synthetic", "--set", "size=[64,128]",
                "--max-images", 1, "--out", out, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(out.read_text())["per_image"]) == 1
+    assert "dataset     synthetic, protocol" in proc.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -59,7 +59,7 @@ def _table(result: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from madis_stereo.data import build_dataset
+    from madis_stereo.data import build_dataset, dataset_keys
     from madis_stereo.evaluation.evaluate import SubmissionWriter, evaluate_dataset, protocol_for
     from madis_stereo.inference.predictor import Predictor
     from madis_stereo.utils.console import duration, summary
@@ -81,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
         predictor, dataset, protocol, max_images=args.max_images, submission=writer,
         progress=lambda it: common.progress(it, total, "evaluate", "pair", disable=args.quiet))
     print(_table(result))
+    split = (args.split or "train") if "split" in dataset_keys(args.dataset) else None  # folder, synthetic: none
     items: list[tuple[str, Any]] = [
-        ("dataset", f"{args.dataset} ({args.split}) at {args.root}, protocol {protocol}"),
+        ("dataset", f"{args.dataset}{f' ({split})' if split else ''}{f' at {args.root}' if args.root else ''}, "
+                    f"protocol {protocol}"),
         ("checkpoint", str(args.checkpoint or "bundled default")),
         ("pairs", f"{len(result.per_image)} in {duration(time.perf_counter() - started)} "
                   f"({result.mean_runtime:.3f} s per pair for the model)")]
