@@ -291,7 +291,7 @@ class Engine:
             self.scaler.unscale_(self.optimizer)
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad))
         elif not self.scaler.is_enabled() and params:
-            norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+            norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))  # one fused kernel on CUDA
         if norm is not None and not math.isfinite(norm) and not self.scaler.is_enabled():
             return False, False, norm
         scale = self.scaler.get_scale()
