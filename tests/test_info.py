@@ -62,6 +62,12 @@ def test_bundled_is_a_checkpoint_name_everywhere(tmp_path, monkeypatch):
     model = ms.load_model("bundled")
     reference = ms.load_default_model()
     assert all(a.equal(b) for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True))
+    from madis_stereo.app import web  # the app's checkpoint box: empty or either name is the bundled model
+
+    for name in ("", " default "):
+        app_model = web._model(name)
+        assert all(a.equal(b) for a, b in zip(app_model.state_dict().values(), reference.state_dict().values(),
+                                              strict=True))
     monkeypatch.chdir(tmp_path)  # a file of that name in the working folder wins over the name
     (tmp_path / "default").write_bytes(b"\x00" * 64)
     assert resolve_checkpoint("default") == tmp_path.joinpath("default").relative_to(tmp_path)

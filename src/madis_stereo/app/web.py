@@ -33,10 +33,9 @@ VIEWER_POINTS = 120_000  # the 3-D view gets a subsample; the PLY download has e
 
 @functools.lru_cache(maxsize=2)
 def _model(checkpoint: str) -> Any:
-    from madis_stereo.model.checkpoint import load_default_model, load_model
+    from madis_stereo.model.registry import load_model
 
-    name = checkpoint.strip()
-    return load_default_model() if name in ("", BUNDLED) else load_model(name)
+    return load_model(checkpoint.strip() or BUNDLED)  # a path, a URL, a registered name or bundled
 
 
 Calibration = str | Path | Sequence[str | Path] | None

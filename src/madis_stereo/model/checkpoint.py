@@ -29,6 +29,7 @@ from madis_stereo.utils.files import atomic_path
 
 __all__ = [
     "CROCO_KEY_TABLE",
+    "bundled_model_file",
     "checkpoint_format",
     "default_model_path",
     "load_default_model",
@@ -447,6 +448,14 @@ def default_model_path() -> Path:
     return Path(str(resources.files("madis_stereo") / "weights" / DEFAULT_WEIGHTS))
 
 
+def bundled_model_file() -> Path:
+    """:func:`default_model_path`, or CheckpointError when this installation has no bundled model."""
+    path = default_model_path()
+    if not path.is_file():
+        raise CheckpointError(f"no bundled model in this installation ({path} is missing); pass --checkpoint")
+    return path
+
+
 @overload
 def load_default_model(map_location: str | torch.device = ...,
                        return_metadata: Literal[False] = ...) -> StereoModel: ...
@@ -459,7 +468,4 @@ def load_default_model(map_location: str | torch.device = ...,
 def load_default_model(map_location: str | torch.device = "cpu",
                        return_metadata: bool = False) -> StereoModel | tuple[StereoModel, dict[str, Any]]:
     """The bundled model (offline, from package data); see README for how it was trained."""
-    path = default_model_path()
-    if not path.is_file():
-        raise CheckpointError(f"no bundled model in this installation ({path} is missing); pass --checkpoint")
-    return load_model(path, map_location=map_location, return_metadata=return_metadata)
+    return load_model(bundled_model_file(), map_location=map_location, return_metadata=return_metadata)

@@ -200,10 +200,7 @@ def resolve_checkpoint(spec: str | os.PathLike, progress: bool | None = None) ->
         return Path(spec)
     text = str(spec)
     if text in BUNDLED_NAMES and not Path(text).exists():
-        path = checkpoint.default_model_path()
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {text}: no bundled model in this installation ({path} is missing)")
-        return path
+        return checkpoint.bundled_model_file()
     if is_url(text):
         return _fetch_to(text, _url_path(text), f"URL {text}", progress, check=inspect_checkpoint)
     path = Path(text).expanduser()

@@ -68,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = common.dataset_spec(args.dataset, args.root, args.split, args.dataset_options)
     protocol = protocol_for(args.dataset)
+    split = config.get("split", "train") if "split" in dataset_keys(args.dataset) else None  # folder, synthetic: none
     writer = None
     if args.submission is not None:
-        writer = SubmissionWriter(args.dataset, args.submission, algo=args.algo, split=config.get("split", "train"),
+        writer = SubmissionWriter(args.dataset, args.submission, algo=args.algo, split=split or "train",
                                   resolution=str(config.get("resolution", "F")))
     dataset = build_dataset(config)
     predictor = Predictor(common.load_cli_model(args), **common.predictor_kwargs(args))
@@ -81,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
         predictor, dataset, protocol, max_images=args.max_images, submission=writer,
         progress=lambda it: common.progress(it, total, "evaluate", "pair", disable=args.quiet))
     print(_table(result))
-    split = (args.split or "train") if "split" in dataset_keys(args.dataset) else None  # folder, synthetic: none
     items: list[tuple[str, Any]] = [
         ("dataset", f"{args.dataset}{f' ({split})' if split else ''}{f' at {args.root}' if args.root else ''}, "
                     f"protocol {protocol}"),
