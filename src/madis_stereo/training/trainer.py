@@ -67,13 +67,12 @@ from madis_stereo.training.teacher import check_teacher_start
 from madis_stereo.training.validation import validate
 from madis_stereo.utils.files import atomic_write_bytes
 
-__all__ = ["BUNDLED_INIT", "CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
+__all__ = ["CONFIG_NAME", "TrainResult", "Trainer", "build_student", "train"]
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 BEST_NAME = "best.safetensors"
-BUNDLED_INIT = BUNDLED_NAMES[0]  # model.init value: the package's default weights
 # With a time budget the run length is fitted from the measured pace at these steps (the pace counted from
 # step BUDGET_PACE_START, after data-loader start-up, or from the previous fit); fixed after the last one.
 BUDGET_PACE_START = 10

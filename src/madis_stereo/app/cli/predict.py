@@ -134,7 +134,7 @@ def _geometry_source(args: argparse.Namespace, options: OutputOptions) -> Rectif
     if (args.focal is None) != (args.baseline is None):
         given = "--focal" if args.baseline is None else "--baseline"
         raise ConfigError(f"--focal F and --baseline B go together (only {given} was given)")
-    if options.needs_camera and args.calib is None and (args.focal is None or args.baseline is None):
+    if options.needs_camera and args.calib is None and args.focal is None:  # --baseline comes with --focal
         raise ConfigError("formats depth and ply need --rectify CALIB, --calib calib.txt (or 'auto'), or "
                          "--focal F --baseline B")
     if not options.needs_camera and (args.calib is not None or args.focal is not None):
