@@ -61,6 +61,31 @@ def test_damaged_cache_is_measured_again(home):
     assert json.loads(P.cache_file().read_text())  # rewritten whole
 
 
+CPUINFO = """processor\t: 0
+cpu family\t: {family}
+model\t\t: {model}
+model name\t: {name}
+flags\t\t: fpu sse avx2 avx512f {flags}
+
+processor\t: 1
+model name\t: something else
+"""
+
+
+def test_cpu_model_tells_apart_cpus_that_a_vm_names_alike(tmp_path):
+    zen4, zen5 = tmp_path / "zen4", tmp_path / "zen5"
+    zen4.write_text(CPUINFO.format(name="AMD EPYC", family=25, model=17, flags="avx512_bf16"))
+    zen5.write_text(CPUINFO.format(name="AMD EPYC", family=26, model=2, flags="avx512_bf16 avx_vnni"))
+    assert P.cpu_model(zen4) == "AMD EPYC (family 25, model 17, avx512_bf16)"
+    assert P.cpu_model(zen5) == "AMD EPYC (family 26, model 2, avx512_bf16)"
+    xeon = tmp_path / "xeon"
+    xeon.write_text(CPUINFO.format(name="Intel Xeon Processor", family=6, model=143,
+                                   flags="amx_bf16 avx512_bf16 avx512_fp16"))
+    assert P.cpu_model(xeon) == "Intel Xeon Processor (family 6, model 143, amx_bf16, avx512_bf16, avx512_fp16)"
+    # no /proc/cpuinfo (macOS, Windows): the platform's own string, never an empty name
+    assert P.cpu_model(tmp_path / "missing")
+
+
 def test_explicit_choice_and_environment_win_over_the_probe(home, monkeypatch):
     probe = FakeProbe(100.0, 300.0)
     for name in ("fp32", "bf16", "fp16"):

@@ -5,9 +5,10 @@
 - on CUDA: bf16 where the GPU supports it (tensor cores; every GPU from Ampere on), else fp32;
 - on a CPU: the faster of fp32 and bf16 by a short measured probe (matrix products of the network's
   shapes on one core, about 0.1 s of CPU time), cached per machine in ``precision.json`` under
-  ``$MADIS_STEREO_HOME`` (default ``~/.cache/madis-stereo``), keyed by the CPU model, the torch version and
-  the thread count. bf16 wins only when it is more than :data:`BF16_MARGIN` faster: the difference does not
-  matter below that, and fp32 is the more accurate;
+  ``$MADIS_STEREO_HOME`` (default ``~/.cache/madis-stereo``), keyed by the CPU (:func:`cpu_model`: name,
+  family and model numbers, bf16 flags), the torch version and the thread count. bf16 wins only when it is
+  more than :data:`BF16_MARGIN` faster: the difference does not matter below that, and fp32 is the more
+  accurate;
 - elsewhere (MPS, ...): fp32.
 
 Which is faster is not a property of the instruction set alone: a CPU with AMX runs bf16 products about
@@ -44,8 +45,8 @@ from madis_stereo.errors import InputError
 from madis_stereo.model.packed import PackedLinears, linear
 from madis_stereo.utils.files import atomic_write_bytes
 
-__all__ = ["BF16_MARGIN", "ONEDNN_MARGIN", "PRECISIONS", "PrecisionChoice", "autocast", "cache_file", "cpu_linears",
-           "cpu_model", "machine_key", "probe_cpu", "resolve_precision"]
+__all__ = ["BF16_MARGIN", "MATRIX_FLAGS", "ONEDNN_MARGIN", "PRECISIONS", "PrecisionChoice", "autocast",
+           "cache_file", "cpu_linears", "cpu_model", "machine_key", "probe_cpu", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +82,30 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[check_precision(precision)])
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux, else the platform's processor string)."""
+MATRIX_FLAGS = ("amx_bf16", "avx512_bf16", "avx512_fp16")  # the CPU flags that decide bf16's speed, when present
+
+
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU in words: its model name, with (on Linux) its family and model numbers and the flags of
+    :data:`MATRIX_FLAGS` it has, e.g. ``"AMD EPYC (family 25, model 17, avx512_bf16)"``. Virtual machines
+    often report a bare "AMD EPYC" for a Zen 4 and a Zen 5 alike, whose bf16 speeds differ; the numbers tell
+    them apart in the probe's cache key and in every benchmark table. Elsewhere, the platform's string."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as fh:
+        with open(cpuinfo) as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    details = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"))
+               if fields.get(key)]
+    flags = set(fields.get("flags", "").split())
+    details += [flag for flag in MATRIX_FLAGS if flag in flags]
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def machine_key(threads: int | None = None) -> str:
