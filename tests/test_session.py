@@ -22,6 +22,7 @@ import torch
 import madis_stereo as ms
 from madis_stereo.app import session as S
 from madis_stereo.errors import CheckpointError, ConfigError
+from madis_stereo.inference.precision import cpu_model
 from madis_stereo.utils.files import sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +94,7 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
     assert first["kept"] and first["reason"].startswith("better on both"), first["reason"]
     assert first["session"] == 1 and first["steps"] == 12 and first["pairs_run"] == 48
     assert first["pairs_total"] == first["pairs_run"] and first["start_sha256"] == start_sha
+    assert first["device"] == f"cpu: {cpu_model()}, {os.cpu_count()} cores"  # which CPU made its pairs/s
     for name in ("synthetic", "motorcycle"):
         assert first["after"][name]["bad_2"] < first["before"][name]["bad_2"]
         assert set(first["sgbm"][name]) >= {"bad_2", "epe"}
@@ -119,6 +121,7 @@ def test_session_keeps_or_not_continues_on_a_warm_machine_and_adopts_in_order(tm
     assert "replaced: session 1" in message and sha256_of(package) == first["weights_sha256"]
     model, meta = ms.load_model(package, return_metadata=True)
     assert meta["pairs_seen_total"] == first["pairs_total"] and meta["parent_sha256"] == start_sha
+    assert meta["device"] == first["device"]
     assert meta["motorcycle"]["bad_2"] == pytest.approx(first["after"]["motorcycle"]["bad_2"])
     assert "already holds" in S.adopt(out1, package, results) and "already in" in S.adopt(out1, package, results)
     assert len(results.read_text().splitlines()) == 2

@@ -220,7 +220,13 @@ def _thin_metrics(source: Path, target: Path, max_lines: int = 10_000) -> None:
 
 
 def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    """The GPU's name, or "cpu: " and the CPU's (with family and model numbers) and core count: every
+    session's pairs/s belongs with the machine that ran it."""
+    from madis_stereo.inference.precision import cpu_model
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu: {cpu_model()}, {os.cpu_count()} cores"
 
 
 # --- training in a watched child process ---------------------------------------------------------
