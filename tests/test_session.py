@@ -152,6 +152,16 @@ def test_the_prepared_command_runs_a_session(tmp_path):
     assert len(list(out.iterdir())) <= 8  # the device returns at most 8 files
 
 
+def test_a_cpu_session_waits_longer_for_its_child_than_a_gpu_one():
+    # a 2-core Zen 3 needs more than the GPU's 120 s for the first step of a batch of 16: a CPU session that used
+    # the GPU limits killed a healthy child (2026-12-01)
+    assert S.watch_limits(torch.device("cuda")) == (S.FIRST_STEP_S, S.STALL_S)
+    first, stall = S.watch_limits(torch.device("cpu"))
+    assert first >= 5 * S.FIRST_STEP_S and stall >= 5 * S.STALL_S
+    assert S.watch_limits(torch.device("cpu"), 7.0, 3.0) == (7.0, 3.0)
+    assert S.watch_limits(torch.device("cuda"), None, 3.0) == (S.FIRST_STEP_S, 3.0)
+
+
 @pytest.mark.slow
 def test_a_hung_or_out_of_memory_device_renderer_falls_back_and_the_record_says_so(tmp_path, monkeypatch):
     recipe = tmp_path / "tiny.yaml"

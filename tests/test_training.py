@@ -232,6 +232,25 @@ def test_bf16_autocast_step_runs_on_cpu():
         engine_for(optim={"amp": "fp16"})
 
 
+@pytest.mark.parametrize("bf16_gflops, expected", [(6.0, None), (220.0, torch.bfloat16)])
+def test_amp_auto_trains_in_bf16_only_where_this_cpu_runs_it_faster(tmp_path, monkeypatch, bf16_gflops, expected):
+    # a Zen 3 runs bf16 products at a fifth of its fp32 rate, a Zen 4 at twice: the bundled recipe's amp=auto must
+    # follow the (cached) probe of the machine at hand
+    import json
+
+    from madis_stereo.inference import precision
+
+    monkeypatch.setenv("MADIS_STEREO_HOME", str(tmp_path))
+    monkeypatch.delenv(precision.ENV_PRECISION, raising=False)
+    entry = {"fp32": 30.0, "fp32_onednn": 28.0, "bf16": bf16_gflops}
+    precision.cache_file().write_text(json.dumps({precision.machine_key(): entry}))
+    engine = engine_for(optim={"amp": "auto"})
+    assert engine.amp_dtype == expected
+    result = engine.step([batch_of(ToyStereo(2))], step=0, lr=1e-4)
+    assert not result.skipped
+    assert engine_for(optim={"amp": "none"}).amp_dtype is None  # explicit modes ignore the probe
+
+
 def test_gradient_accumulation_matches_one_big_batch():
     data = ToyStereo(4, max_disparity=1)  # equal valid-pixel counts: the mean of means is the overall mean
     grads = {}

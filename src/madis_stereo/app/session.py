@@ -70,6 +70,10 @@ RECORD_NAME = "session.json"
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 FIRST_STEP_S = 120.0  # a training child without a first step after this long (imports, CUDA, atlas, render) hangs
 STALL_S = 90.0  # ... or without a new step for this long
+# On a CPU a step of the recipe's batch takes 8 s (Zen 4) to a minute or more (a 2-core Zen 3 without bf16), and its
+# first step waits for the first batch's rendering too: a CPU session waits this long before it calls its child hung.
+CPU_FIRST_STEP_S = 900.0
+CPU_STALL_S = 600.0
 EXIT_GRACE_S = 30.0  # a child still running this long after its time budget is killed
 CHILD_START_S = 10.0  # what a child spends before its trainer starts the budget clock (imports, CUDA, atlas)
 MIN_FALLBACK_S = 30.0  # the CPU-renderer fallback only starts with at least this much training time left
@@ -278,6 +282,15 @@ def _exit_reason(code: int | None) -> str:
     return f"exit status {code}"
 
 
+def watch_limits(device: torch.device, first_step_s: float | None = None,
+                 stall_s: float | None = None) -> tuple[float, float]:
+    """The hung-child limits (first step, new step) for ``device``: the given ones, else the device's defaults
+    (a CPU step can take a minute where a GPU step takes a second)."""
+    cpu = device.type == "cpu"
+    return (first_step_s if first_step_s is not None else CPU_FIRST_STEP_S if cpu else FIRST_STEP_S,
+            stall_s if stall_s is not None else CPU_STALL_S if cpu else STALL_S)
+
+
 def train_watched(cfg: Any, run_dir: Path, until: float, batch: int, first_step_s: float = FIRST_STEP_S,
                   stall_s: float = STALL_S, poll_s: float = 1.0) -> Attempt:
     """Train ``cfg`` into ``run_dir`` in a child process that must end by ``until`` (``time.time()``).
@@ -431,11 +444,12 @@ def _write_record(out: Path, record: dict[str, Any]) -> None:
 def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = None, deadline_s: float = 540.0,
                 package: Path | None = None, state_dir: Path = STATE_DIR, heldout: int = 64,
                 motorcycle_scale: float = 1.0, results: Path | None = RESULTS, reserve_s: float = 20.0,
-                started_at: float | None = None, first_step_s: float = FIRST_STEP_S,
-                stall_s: float = STALL_S) -> dict[str, Any]:
+                started_at: float | None = None, first_step_s: float | None = None,
+                stall_s: float | None = None) -> dict[str, Any]:
     """One session (see the module docstring); returns its record. ``started_at`` (``time.time()``): when the
-    deadline started (the prepared command's start; default now). Whatever happens, ``OUT/session.json``
-    says how far the session got (``status``: running, done or failed, with the error)."""
+    deadline started (the prepared command's start; default now). ``first_step_s`` and ``stall_s`` (the hung
+    child's limits) default by device (:func:`watch_limits`). Whatever happens, ``OUT/session.json`` says how far
+    the session got (``status``: running, done or failed, with the error)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -457,7 +471,7 @@ def run_session(out: Path, recipe: Path = RECIPE, overrides: list[str] | None = 
 
 def _run(record: dict[str, Any], out: Path, recipe: Path, overrides: list[str], deadline_s: float,
          package: Path | None, state_dir: Path, heldout: int, motorcycle_scale: float, reserve_s: float,
-         started_at: float, first_step_s: float, stall_s: float) -> None:
+         started_at: float, first_step_s: float | None, stall_s: float | None) -> None:
     from madis_stereo.app.demo import MOTORCYCLE_MAX_DISPARITY, motorcycle
     from madis_stereo.training.distributed import pick_device
 
@@ -482,6 +496,7 @@ def _run(record: dict[str, Any], out: Path, recipe: Path, overrides: list[str], 
     device = pick_device(probe.run.device, 0)
     record.update(session=session, start_sha256=start.sha256, device=_device_name(device),
                   heldout_pairs=heldout, motorcycle_scale=motorcycle_scale)
+    first_step_s, stall_s = watch_limits(device, first_step_s, stall_s)
     crop = tuple(probe.model.arch.crop)
     max_disp = float(probe.data.train[0].get("max_disparity", 96)) if probe.data.train else 96.0
     left, right, gt = motorcycle(motorcycle_scale)
@@ -646,10 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--reserve-s", type=float, default=20.0, help="seconds kept for saving after training")
     run.add_argument("--started-at", type=float, default=None,
                      help="when the deadline started (Unix time; default now: the prepared command passes its start)")
-    run.add_argument("--first-step-s", type=float, default=FIRST_STEP_S,
-                     help="a training child without a first step after this long is killed")
-    run.add_argument("--stall-s", type=float, default=STALL_S,
-                     help="a training child without a new step for this long is killed")
+    run.add_argument("--first-step-s", type=float, default=None,
+                     help=f"a training child without a first step after this long is killed "
+                          f"(default {FIRST_STEP_S:g} s on a GPU, {CPU_FIRST_STEP_S:g} s on a CPU)")
+    run.add_argument("--stall-s", type=float, default=None,
+                     help=f"a training child without a new step for this long is killed "
+                          f"(default {STALL_S:g} s on a GPU, {CPU_STALL_S:g} s on a CPU)")
     child = sub.add_parser("train-child", help="(internal) the training child process of `run`")
     child.add_argument("--config", type=Path, required=True)
     child.add_argument("--run-dir", type=Path, required=True)

@@ -34,7 +34,7 @@ __all__ = [
     "load_train_config",
 ]
 
-AMP_MODES = ("none", "bf16", "fp16")
+AMP_MODES = ("none", "bf16", "fp16", "auto")  # auto: bf16 where it is the faster (see Engine.amp_dtype)
 
 
 @dataclasses.dataclass(frozen=True)

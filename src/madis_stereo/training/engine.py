@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
 from madis_stereo.errors import CheckpointError, ConfigError
+from madis_stereo.inference.precision import resolve_precision
 from madis_stereo.model.masking import random_masks
 from madis_stereo.model.network import PairEncoding, StereoModel
 from madis_stereo.model.preprocess import normalize
@@ -36,12 +37,24 @@ from madis_stereo.training.losses import (
 from madis_stereo.training.schedule import build_optimizer, set_lr
 from madis_stereo.training.teacher import EMATeacher
 
-__all__ = ["AMP_DTYPES", "Engine", "StepResult", "StudentForward", "freeze_unused", "mask_generator", "step_masks",
-           "warn_encoder_taps"]
+__all__ = ["AMP_DTYPES", "Engine", "StepResult", "StudentForward", "amp_dtype", "freeze_unused", "mask_generator",
+           "step_masks", "warn_encoder_taps"]
 
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(amp: str, device: torch.device, log_choice: bool = True) -> torch.dtype | None:
+    """The autocast dtype of ``optim.amp`` on ``device`` (None: float32). ``auto`` is bf16 where bf16 is the
+    faster: on a GPU with bf16, and on a CPU whose measured bf16 matrix products beat its fp32 ones (Zen 4 and
+    Zen 5 with AVX512-BF16, Intel with AMX; not a Zen 3 or an Intel without AMX, where bf16 is 2-5x slower)."""
+    if amp != "auto":
+        return AMP_DTYPES[amp]
+    choice = resolve_precision("auto", device)
+    if log_choice:
+        log.info("optim.amp=auto: %s", choice.reason.removeprefix("auto: "))
+    return torch.bfloat16 if choice.precision == "bf16" else None
 
 # The coarsest DPT fusion block owns a residual unit for a skip input it never receives (CroCo keeps it so that
 # checkpoints map one-to-one). Frozen, so DDP needs no find_unused_parameters and AdamW never decays it.
@@ -172,7 +185,7 @@ class Engine:
         o = cfg.optim
         fused = env.device.type in ("cpu", "cuda")
         self.optimizer = build_optimizer(self.model, o.lr, o.betas, o.weight_decay, fused=fused)
-        self.amp_dtype = AMP_DTYPES[o.amp]
+        self.amp_dtype = amp_dtype(o.amp, env.device, log_choice=env.is_main)
         if o.amp == "fp16" and env.device.type != "cuda":
             raise ConfigError("optim.amp=fp16 needs a CUDA device; use bf16 on CPU")
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=o.amp == "fp16")
