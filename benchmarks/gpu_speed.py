@@ -42,7 +42,7 @@ from speed import count_flops, matmul_peak, sync  # noqa: E402
 from train_speed import make_batch, make_engine, time_steps  # noqa: E402
 
 import madis_stereo as ms  # noqa: E402
-from madis_stereo.inference.precision import autocast  # noqa: E402
+from madis_stereo.inference.precision import autocast, resolve_precision  # noqa: E402
 
 ROWS: list[str] = []
 
@@ -51,6 +51,13 @@ def emit(cells: list[str]) -> None:
     """Print one markdown table row now (flushed: a hard time limit keeps what was measured)."""
     ROWS.append("| " + " | ".join(cells) + " |")
     print(ROWS[-1], flush=True)
+
+
+def model_precision(device: torch.device) -> str:
+    """The precision of the model rows: bf16 on a GPU; on a CPU the faster of bf16 and fp32 on this one (the
+    cached probe, or ``MADIS_STEREO_PRECISION``), since bf16 without the CPU's bf16 kernels (a Zen 3, an Intel
+    without AMX) is emulated at a few GFLOP/s and the rows would take many minutes to say nothing useful."""
+    return "bf16" if device.type == "cuda" else resolve_precision("auto", device).precision
 
 
 def timed(fn, device: torch.device, warmup: int, runs: int) -> list[float]:
@@ -66,7 +73,7 @@ def timed(fn, device: torch.device, warmup: int, runs: int) -> list[float]:
     return times
 
 
-def forward_rows(args: argparse.Namespace, device: torch.device, peak_bf16: float, left_s) -> None:
+def forward_rows(args: argparse.Namespace, device: torch.device, prec: str, peak: float, left_s) -> None:
     torch.manual_seed(0)
     model = ms.StereoModel(ms.ModelConfig.preset(args.preset)).to(device).eval()
     h, w = args.size
@@ -84,7 +91,7 @@ def forward_rows(args: argparse.Namespace, device: torch.device, peak_bf16: floa
             continue
 
         def run(net=net):
-            with torch.inference_mode(), autocast("bf16", device):
+            with torch.inference_mode(), autocast(prec, device):
                 return net(left, right).disparity
 
         started = time.perf_counter()
@@ -94,8 +101,8 @@ def forward_rows(args: argparse.Namespace, device: torch.device, peak_bf16: floa
         times = timed(run, device, args.warmup, args.runs)
         seconds = statistics.median(times)
         pairs_s = args.batch / seconds
-        emit([f"forward {name}, batch {args.batch}, {h}x{w}, bf16", f"{pairs_s:.1f} pairs/s",
-              f"{100 * gflop_pair * pairs_s / peak_bf16:.0f}% of bf16 peak",
+        emit([f"forward {name}, batch {args.batch}, {h}x{w}, {prec}", f"{pairs_s:.1f} pairs/s",
+              f"{100 * gflop_pair * pairs_s / peak:.0f}% of {prec} peak",
               f"{seconds * 1000:.1f} ms/batch (first call {first:.1f} s)",
               f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else ""])
     if left_s() < args.section_s:
@@ -106,9 +113,9 @@ def forward_rows(args: argparse.Namespace, device: torch.device, peak_bf16: floa
     predictor = ms.Predictor(model, device=device, crop=(h, w), precision="auto")
     times = timed(lambda: predictor.predict_batch(pairs), device, 1, max(1, args.runs // 2))
     seconds = statistics.median(times)
-    fraction = gflop_pair * args.batch / seconds / peak_bf16
+    fraction = gflop_pair * args.batch / seconds / peak
     emit([f"Predictor.predict_batch, {args.batch} uint8 pairs {h}x{w}, {predictor.precision}",
-          f"{args.batch / seconds:.1f} pairs/s", f"{100 * fraction:.0f}% of bf16 peak",
+          f"{args.batch / seconds:.1f} pairs/s", f"{100 * fraction:.0f}% of {prec} peak",
           f"{seconds * 1000:.1f} ms/batch", ""])
 
 
@@ -121,14 +128,15 @@ def flash_only(device: torch.device) -> contextlib.AbstractContextManager:
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
 
 
-def training_rows(args: argparse.Namespace, device: torch.device, left_s) -> None:
+def training_rows(args: argparse.Namespace, device: torch.device, prec: str, left_s) -> None:
     size = tuple(args.train_size)
+    amp = "bf16" if prec == "bf16" else "none"
     for checkpointing in (True, False):
-        label = (f"MaDis train step {args.train_preset}, batch {args.train_batch}, {size[0]}x{size[1]}, bf16, "
+        label = (f"MaDis train step {args.train_preset}, batch {args.train_batch}, {size[0]}x{size[1]}, {prec}, "
                  f"checkpointing {'on' if checkpointing else 'off'}")
 
         def measure(checkpointing: bool = checkpointing) -> list[str]:
-            engine = make_engine(args.train_preset, True, "bf16", device, size, checkpointing)
+            engine = make_engine(args.train_preset, True, amp, device, size, checkpointing)
             batch = make_batch(args.train_batch, size)
             with flash_only(device):
                 times = timed_steps(engine, batch, args.train_steps)
@@ -138,16 +146,17 @@ def training_rows(args: argparse.Namespace, device: torch.device, left_s) -> Non
         guarded_row(label, device, measure, left_s() >= args.section_s, fits_24gb=True)
 
 
-def recipe_rows(args: argparse.Namespace, device: torch.device, left_s) -> None:
+def recipe_rows(args: argparse.Namespace, device: torch.device, prec: str, left_s) -> None:
     """The bundled recipe's step (``configs/bundled_small.yaml``: CroCo-Stereo objective, dense GT, bf16) at
     each of ``--recipe-batches``: how far a bigger batch buys pairs/s before the GPU, not the host, is the limit.
     The batches sit on the device already, as the device renderer's do (its own cost is not in these rows)."""
     size = tuple(args.recipe_size)
+    amp = "bf16" if prec == "bf16" else "none"
     for batch_size in args.recipe_batches:
-        label = f"recipe step {args.recipe_preset}, batch {batch_size}, {size[0]}x{size[1]}, bf16"
+        label = f"recipe step {args.recipe_preset}, batch {batch_size}, {size[0]}x{size[1]}, {prec}"
 
         def measure(batch_size: int = batch_size) -> list[str]:
-            engine = make_engine(args.recipe_preset, False, "bf16", device, size)
+            engine = make_engine(args.recipe_preset, False, amp, device, size)
             batch = {k: v.to(device) for k, v in make_batch(batch_size, size, dense=True).items()}
             times = time_steps(engine, batch, warmup=2, steps=args.recipe_steps)
             seconds = statistics.median(times)
@@ -223,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     peaks = {p_: matmul_peak(device, dt) for p_, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     print("\n| measurement | throughput | fraction | time | memory |\n|---|---|---|---|---|")
     emit(["matrix-multiply peak", f"fp32 {peaks['fp32']:.0f} GFLOP/s", f"bf16 {peaks['bf16']:.0f} GFLOP/s", "", ""])
+    prec = model_precision(device)
     if not args.skip_train:  # first: a few seconds that size the bundled recipe's batch (issue #11's training)
-        recipe_rows(args, device, left_s)
-    forward_rows(args, device, peaks["bf16"], left_s)
+        recipe_rows(args, device, prec, left_s)
+    forward_rows(args, device, prec, peaks[prec], left_s)
     if not args.skip_train:
-        training_rows(args, device, left_s)
+        training_rows(args, device, prec, left_s)
     print(f"\n# {time.perf_counter() - started:.1f} s", flush=True)
     return 0
 
